@@ -1,0 +1,139 @@
+"""Trace-time validation shared by every objective.
+
+Shapes and dtypes are static under `jax.jit`, so these checks run once per
+trace and cost nothing at run time. Values (temperatures, epsilons) are only
+checked when they are concrete Python/NumPy numbers: under `vmap` or `jit`
+they may be tracers, and then the documented valid range is the caller's
+contract.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """Dtype used for accumulation: at least float32 (bf16/f16 are upcast)."""
+  dtype = jnp.dtype(dtype)
+  if jnp.finfo(dtype).bits < 32:
+    return jnp.dtype(jnp.float32)
+  return dtype
+
+
+def float_array(x, name: str, shape: str, rank: int | None = None) -> jax.Array:
+  """Returns `x` as a floating array in its compute dtype, after checks.
+
+  Args:
+    x: array-like input.
+    name: the argument's name, used in error messages.
+    shape: the documented shape, e.g. ``"[n, d]"``, used in error messages.
+    rank: required rank, or None to accept any.
+
+  Raises:
+    ValueError: if `x` is not floating point or has the wrong rank.
+  """
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(
+        f"`{name}` must be a floating-point array of shape {shape}, got dtype "
+        f"{x.dtype} (cast it with .astype(jnp.float32))."
+    )
+  if rank is not None and x.ndim != rank:
+    raise ValueError(
+        f"`{name}` must have rank {rank} (shape {shape}), got shape {x.shape}."
+    )
+  return x.astype(compute_dtype(x.dtype))
+
+
+def int_array(x, name: str, shape: str, rank: int | None = None) -> jax.Array:
+  """Returns `x` as an integer array after checking dtype and rank."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise ValueError(
+        f"`{name}` must be an integer array of shape {shape}, got dtype {x.dtype}."
+    )
+  if rank is not None and x.ndim != rank:
+    raise ValueError(
+        f"`{name}` must have rank {rank} (shape {shape}), got shape {x.shape}."
+    )
+  return x
+
+
+def same_size(sizes: Sequence[tuple[str, int]], what: str) -> None:
+  """Raises if the named sizes differ; `what` names the shared dimension."""
+  values = {size for _, size in sizes}
+  if len(values) > 1:
+    listed = ", ".join(f"`{name}` has {size}" for name, size in sizes)
+    raise ValueError(f"Mismatched {what}: {listed}.")
+
+
+def nonempty(x: jax.Array, name: str, axis: int, what: str) -> None:
+  if x.shape[axis] == 0:
+    raise ValueError(f"`{name}` has no {what} (shape {x.shape}).")
+
+
+def _concrete(value):
+  try:
+    return np.asarray(value, dtype=np.float64)
+  except (TypeError, jax.errors.TracerArrayConversionError,
+          jax.errors.ConcretizationTypeError):
+    return None
+
+
+def positive(value, name: str, *, allow_inf: bool = False) -> None:
+  """Raises if a concrete `value` is not > 0 (and finite unless allowed)."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = _concrete(value)
+  if v is None:
+    return
+  ok = np.all(v > 0) and (allow_inf or np.all(np.isfinite(v)))
+  if not ok:
+    raise ValueError(f"`{name}` must be positive and finite, got {value}.")
+
+
+def in_range(value, name: str, low: float, high: float) -> None:
+  """Raises if a concrete `value` lies outside [low, high]."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  v = _concrete(value)
+  if v is None:
+    return
+  if not (np.all(v >= low) and np.all(v <= high)):
+    raise ValueError(f"`{name}` must lie in [{low}, {high}], got {value}.")
+
+
+def positive_int(value, name: str) -> int:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"`{name}` must be a positive Python int, got {value!r}.")
+  return int(value)
+
+
+def batch_sum(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """`x` summed over the devices of `axis_name` (identity when None)."""
+  if axis_name is None:
+    return x
+  return jax.lax.psum(x, axis_name)
+
+
+def global_count(n: int, axis_name: str | None, dtype) -> jax.Array:
+  """Number of samples in the global batch (local `n` times the devices)."""
+  return batch_sum(jnp.asarray(n, dtype), axis_name)
+
+
+def logsumexp_over_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """log sum_i exp(x_i) over axis 0 and, when given, over `axis_name` devices.
+
+  The shift is the (global) maximum with its gradient stopped, so the result
+  is exact and never overflows.
+  """
+  shift = jnp.max(x, axis=0)
+  if axis_name is not None:
+    shift = jax.lax.pmax(shift, axis_name)
+  shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
+  total = batch_sum(jnp.sum(jnp.exp(x - shift), axis=0), axis_name)
+  return jnp.log(total) + shift

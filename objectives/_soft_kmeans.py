@@ -1,0 +1,162 @@
+r"""Soft k-means and the DKM clustering loss.
+
+Responsibilities are a softmax over negative squared distances,
+
+.. math::
+  r_{ik} = \mathrm{softmax}_k\left(-\|x_i - \mu_k\|^2 / T\right),
+
+and the DKM loss (Fard et al., 2020) is the responsibility-weighted
+distortion averaged over samples,
+
+.. math::
+  \mathcal{L}(X, M) = \frac{1}{n}\sum_i \sum_k r_{ik}\,\|x_i - \mu_k\|^2 .
+
+As ``T -> 0`` the responsibilities become one-hot and the loss equals Lloyd's
+k-means objective (scikit-learn's ``inertia_``) divided by ``n``.
+
+Conventions: DKM writes the temperature as an inverse ``alpha = 1/T``; we use
+``temperature = T``. DKM's annealing schedule (``alpha_0 = 0.1``,
+``alpha_n = 2^{1/\log(n+1)^2} alpha_{n-1}``) is
+:func:`dkm_inverse_temperature`.
+
+References:
+  Fard, Thonet, Gaussier. Deep k-Means: Jointly clustering with k-Means and
+  learning representations. Pattern Recognition Letters, 2020.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from objectives import _checks
+
+
+def _points_and_centroids(x, centroids):
+  x = _checks.float_array(x, "x", "[n, d]", rank=2)
+  centroids = _checks.float_array(centroids, "centroids", "[k, d]", rank=2)
+  _checks.same_size(
+      [("x", x.shape[1]), ("centroids", centroids.shape[1])],
+      "feature dimension d")
+  _checks.nonempty(centroids, "centroids", 0, "centroids")
+  dtype = jnp.promote_types(x.dtype, centroids.dtype)
+  return x.astype(dtype), centroids.astype(dtype)
+
+
+def squared_distances(x: jax.typing.ArrayLike,
+                      centroids: jax.typing.ArrayLike) -> jax.Array:
+  """Squared Euclidean distances ``||x_i - mu_k||^2``.
+
+  Args:
+    x: samples, ``[n, d]`` (rows are samples).
+    centroids: ``[k, d]``.
+
+  Returns:
+    ``[n, k]`` non-negative distances, computed as
+    ``|x|^2 - 2 x.mu + |mu|^2`` (one GEMM) and clipped at 0 against rounding.
+  """
+  x, centroids = _points_and_centroids(x, centroids)
+  cross = jnp.matmul(x, centroids.T, precision=jax.lax.Precision.HIGHEST)
+  sq = (jnp.sum(x * x, axis=1)[:, None] - 2.0 * cross
+        + jnp.sum(centroids * centroids, axis=1)[None, :])
+  return jnp.maximum(sq, 0.0)
+
+
+def soft_kmeans_assignments(x: jax.typing.ArrayLike,
+                            centroids: jax.typing.ArrayLike,
+                            *,
+                            temperature: jax.typing.ArrayLike = 1.0
+                            ) -> jax.Array:
+  r"""Soft k-means responsibilities ``softmax_k(-||x_i - mu_k||^2 / T)``.
+
+  Args:
+    x: samples, ``[n, d]`` (rows are samples).
+    centroids: ``[k, d]``.
+    temperature: ``T > 0``. Any positive float is valid: tiny ``T`` gives
+      one-hot rows (ties split evenly), huge ``T`` gives uniform rows.
+
+  Returns:
+    ``[n, k]`` responsibilities, each row sums to 1, in float32 (float64 for
+    float64 inputs).
+  """
+  _checks.positive(temperature, "temperature")
+  logits = -squared_distances(x, centroids) / temperature
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def soft_kmeans_loss(x: jax.typing.ArrayLike,
+                     centroids: jax.typing.ArrayLike,
+                     *,
+                     temperature: jax.typing.ArrayLike = 1.0,
+                     axis_name: str | None = None) -> jax.Array:
+  r"""DKM loss ``(1/n) sum_i sum_k r_ik ||x_i - mu_k||^2``.
+
+  Args:
+    x: samples, ``[n, d]`` (rows are samples; the local shard when
+      `axis_name` is given).
+    centroids: ``[k, d]``.
+    temperature: ``T > 0`` (see :func:`soft_kmeans_assignments`).
+    axis_name: optional mapped axis; the mean is then over the global batch.
+
+  Returns:
+    Scalar loss. Gradients flow through both the distances and the
+    responsibilities, as in DKM.
+  """
+  _checks.positive(temperature, "temperature")
+  distances = squared_distances(x, centroids)
+  resp = jax.nn.softmax(-distances / temperature, axis=-1)
+  total = _checks.batch_sum(jnp.sum(resp * distances), axis_name)
+  return total / _checks.global_count(distances.shape[0], axis_name,
+                                      distances.dtype)
+
+
+def soft_kmeans_centroids(x: jax.typing.ArrayLike,
+                          responsibilities: jax.typing.ArrayLike,
+                          *,
+                          axis_name: str | None = None) -> jax.Array:
+  r"""M-step: ``mu_k = sum_i r_ik x_i / sum_i r_ik`` over the global batch.
+
+  Args:
+    x: samples, ``[n, d]``.
+    responsibilities: ``[n, k]`` non-negative weights.
+    axis_name: optional mapped axis over which the sums are reduced.
+
+  Returns:
+    ``[k, d]`` centroids. A cluster with zero total weight gets the zero
+    vector (its weight sum is floored at the dtype's tiny value), never NaN.
+  """
+  x = _checks.float_array(x, "x", "[n, d]", rank=2)
+  resp = _checks.float_array(responsibilities, "responsibilities", "[n, k]",
+                             rank=2)
+  _checks.same_size([("x", x.shape[0]), ("responsibilities", resp.shape[0])],
+                    "number of samples n")
+  sums = _checks.batch_sum(
+      jnp.matmul(resp.T, x, precision=jax.lax.Precision.HIGHEST), axis_name)
+  weights = _checks.batch_sum(jnp.sum(resp, axis=0), axis_name)
+  tiny = jnp.finfo(weights.dtype).tiny
+  return sums / jnp.maximum(weights, tiny)[:, None]
+
+
+def dkm_inverse_temperature(step: jax.typing.ArrayLike,
+                            *,
+                            alpha_0: float = 0.1) -> jax.Array:
+  r"""DKM's annealed inverse temperature ``alpha_n``.
+
+  ``alpha_0 = 0.1`` and ``alpha_n = 2^{1/\ln(n+1)^2} alpha_{n-1}``, i.e.
+  ``alpha_n = alpha_0 * 2^{sum_{m=1..n} 1/ln(m+1)^2}``.
+
+  Args:
+    step: ``n >= 0`` (scalar or array of ints).
+    alpha_0: initial inverse temperature.
+
+  Returns:
+    ``alpha_n`` (float32); use ``temperature = 1 / alpha_n``.
+  """
+  step = jnp.asarray(step)
+  # The exponent is a cumulative sum; a fixed horizon keeps it jittable.
+  horizon = 10_000
+  m = jnp.arange(1, horizon + 1, dtype=jnp.float32)
+  exponents = jnp.concatenate(
+      [jnp.zeros((1,), jnp.float32), jnp.cumsum(1.0 / jnp.log(m + 1.0) ** 2)])
+  idx = jnp.clip(step, 0, horizon)
+  return alpha_0 * jnp.exp2(exponents[idx])
