@@ -1,0 +1,100 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import objectives as O
+from tests.objectives import helpers
+
+
+def _ref_evolve(x, rho, beta, alpha, steps, mask):
+  v = np.float64(x).copy()
+  rho = np.float64(rho)
+  for _ in range(steps):
+    d = ((v[:, None] - rho[None]) ** 2).sum(-1)
+    logits = -0.5 * beta * d
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    v = v + alpha * mask * (w @ rho - v)
+  return v
+
+
+def test_evolve_and_loss_match_float64_formula():
+  x, rho = helpers.normal(0, (30, 4)), helpers.normal(1, (5, 4))
+  mask = (np.random.default_rng(2).uniform(size=x.shape) < 0.2).astype(np.float32)
+  np.testing.assert_allclose(
+      O.am_evolve(x, rho, beta=1.5, mask=mask),
+      _ref_evolve(x, rho, 1.5, 0.1, 10, mask), rtol=1e-5, atol=1e-6)
+  start = np.where(mask > 0, 0.0, x)
+  v = _ref_evolve(start, rho, 1.9, 0.1, 10, mask)
+  expected = (mask * (x - v) ** 2).mean()
+  np.testing.assert_allclose(O.clam_loss(x, rho, mask, beta=1.9), expected,
+                             rtol=1e-5)
+
+
+def test_step_is_gradient_descent_on_energy():
+  x, rho = helpers.normal(3, (6, 3)), helpers.normal(4, (4, 3))
+  grad_e = jax.grad(lambda v: jnp.sum(O.am_energy(v, rho, beta=2.4)))(x)
+  one_step = O.am_evolve(x, rho, beta=2.4, alpha=0.1, num_steps=1)
+  np.testing.assert_allclose(one_step, x - 0.1 * grad_e, rtol=1e-5, atol=1e-6)
+  # Energy decreases along the dynamics.
+  energies = [O.am_energy(O.am_evolve(x, rho, beta=2.4, num_steps=t), rho,
+                          beta=2.4).sum() for t in (1, 5, 20)]
+  assert energies[0] >= energies[1] >= energies[2]
+
+
+def test_hand_computed_single_memory():
+  # One memory: softmax is 1, so v_T = rho + (1 - alpha)^T (v_0 - rho).
+  x = np.array([[2.0, -1.0]], np.float32)
+  rho = np.array([[0.0, 1.0]], np.float32)
+  v = O.am_evolve(x, rho, beta=1.1, alpha=0.1, num_steps=10)
+  np.testing.assert_allclose(v, rho + 0.9**10 * (x - rho), rtol=1e-5)
+
+
+def test_never_nan_for_huge_beta_distance():
+  x = 100.0 * helpers.normal(5, (8, 4))
+  rho = helpers.normal(6, (3, 4))
+  mask = np.ones_like(x)
+  loss, grad = jax.value_and_grad(
+      lambda r: O.clam_loss(x, r, mask, beta=1e4))(rho)
+  assert np.isfinite(loss) and np.all(np.isfinite(grad))
+  labels = O.am_assignments(x, rho, beta=1e4)
+  assert labels.dtype == jnp.int32 and labels.shape == (8,)
+
+
+def test_gradients_jit_vmap_bfloat16():
+  x, rho = helpers.normal(7, (6, 3)), helpers.normal(8, (3, 3))
+  mask = np.zeros_like(x)
+  mask[:, 0] = 1.0
+  helpers.check_grads_f64(
+      lambda r: O.clam_loss(x, r, mask, beta=1.5, num_steps=4), (rho,))
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def loss(x, rho, beta):
+    return O.clam_loss(x, rho, mask, beta=beta)
+
+  for seed in range(3):
+    loss(helpers.normal(seed, (6, 3)), helpers.normal(seed + 5, (3, 3)),
+         1.1 + seed)
+  betas = jnp.array([1.1, 1.5, 1.9, 2.4])
+  batched = jax.vmap(lambda b: O.clam_loss(x, rho, mask, beta=b))(betas)
+  for b, value in zip(betas, batched):
+    np.testing.assert_allclose(value, O.clam_loss(x, rho, mask, beta=b),
+                               rtol=1e-5)
+  low = O.clam_loss(x.astype(jnp.bfloat16), rho.astype(jnp.bfloat16), mask,
+                    beta=1.5)
+  assert low.dtype == jnp.float32 and np.isfinite(low)
+
+
+def test_bad_input():
+  x, rho = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
+  with pytest.raises(ValueError, match="`mask` must have the shape of `x`"):
+    O.clam_loss(x, rho, np.ones((4, 2)), beta=1.0)
+  with pytest.raises(ValueError, match="feature dimension"):
+    O.am_evolve(x, np.zeros((2, 4)), beta=1.0)
+  with pytest.raises(ValueError, match="`beta` must be positive"):
+    O.am_evolve(x, rho, beta=0.0)
+  with pytest.raises(ValueError, match="`num_steps` must be a positive"):
+    O.am_evolve(x, rho, beta=1.0, num_steps=0)

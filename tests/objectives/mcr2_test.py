@@ -1,0 +1,209 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import objectives as O
+from tests.objectives import helpers
+
+
+def _logdet(m):
+  return np.linalg.slogdet(m)[1]
+
+
+def _ref_rate(z, eps_sq, gamma=1.0):
+  z = np.float64(z)
+  n, d = z.shape
+  return 0.5 * _logdet(np.eye(d) + gamma * d / (n * eps_sq) * z.T @ z)
+
+
+def _ref_compression(z, pi, eps_sq):
+  """The reference repos' formulation, with k explicit n x n diagonals."""
+  z, pi = np.float64(z), np.float64(pi)
+  n, d = z.shape
+  total = 0.0
+  for j in range(pi.shape[1]):
+    tr = pi[:, j].sum() + 1e-8
+    big_pi = np.diag(pi[:, j])
+    total += tr / (2 * n) * _logdet(np.eye(d) + d / (tr * eps_sq)
+                                    * z.T @ big_pi @ z)
+  return total
+
+
+def _data(seed, n=40, d=6, k=4):
+  z = helpers.unit_rows(helpers.normal(seed, (n, d)))
+  logits = helpers.normal(seed + 1, (n, k))
+  pi = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  return z, pi.astype(np.float32)
+
+
+def test_rates_match_reference_formulas():
+  z, pi = _data(0)
+  np.testing.assert_allclose(O.coding_rate(z, eps_sq=0.5), _ref_rate(z, 0.5),
+                             rtol=1e-5)
+  np.testing.assert_allclose(O.coding_rate(z, eps_sq=0.5, gamma=20.0),
+                             _ref_rate(z, 0.5, 20.0), rtol=1e-5)
+  np.testing.assert_allclose(O.compression_rate(z, pi, eps_sq=0.5),
+                             _ref_compression(z, pi, 0.5), rtol=1e-5)
+  expected = -0.05 * _ref_rate(z, 0.5, 20.0) + _ref_compression(z, pi, 0.5)
+  np.testing.assert_allclose(
+      O.mcr2_loss(z, pi, eps_sq=0.5, gamma_in=20.0, gamma_r=0.05), expected,
+      rtol=1e-5, atol=1e-6)
+
+
+def test_small_batch_uses_sylvester_form():
+  z = helpers.unit_rows(helpers.normal(1, (5, 16)))
+  np.testing.assert_allclose(O.coding_rate(z, eps_sq=0.1), _ref_rate(z, 0.1),
+                             rtol=1e-5)
+
+
+def test_hand_computed_orthogonal_clusters():
+  # Two orthogonal unit vectors, each its own cluster, d = 2, eps_sq = 1:
+  # R = 1/2 logdet(I + (2/2) I) = log 2; each cluster: tr = 1,
+  # 1/(2*2) * logdet(I + 2 e e^T) = log(3)/4.
+  z = np.eye(2, dtype=np.float32)
+  pi = np.eye(2, dtype=np.float32)
+  np.testing.assert_allclose(O.coding_rate(z, eps_sq=1.0), np.log(2),
+                             rtol=1e-6)
+  np.testing.assert_allclose(O.compression_rate(z, pi, eps_sq=1.0),
+                             2 * np.log(3) / 4, rtol=1e-5)
+
+
+def test_many_cluster_path_equals_few_cluster_path():
+  z, _ = _data(2, n=30, d=4)
+  gamma = np.abs(helpers.normal(3, (30, 30))).astype(np.float32)
+  expected = _ref_compression(z, gamma, 0.3)
+  np.testing.assert_allclose(O.compression_rate(z, gamma, eps_sq=0.3),
+                             expected, rtol=1e-5)
+  grams = O.cluster_grams(jnp.asarray(z), jnp.asarray(gamma))
+  np.testing.assert_allclose(
+      grams, np.einsum("nk,nd,ne->kde", gamma, z, z), rtol=1e-5, atol=1e-6)
+
+
+def test_empty_cluster_contributes_nothing():
+  z, _ = _data(4)
+  pi = np.zeros((40, 3), np.float32)
+  pi[:20, 0] = pi[20:, 1] = 1.0
+  value = O.compression_rate(z, pi, eps_sq=0.5)
+  np.testing.assert_allclose(value, _ref_compression(z, pi[:, :2], 0.5),
+                             rtol=1e-5)
+  grad = jax.grad(lambda p: O.compression_rate(z, p, eps_sq=0.5))(pi)
+  assert np.all(np.isfinite(grad))
+
+
+def test_doubly_stochastic_membership_cpp_mode_matches_reference_loop():
+  c = helpers.unit_rows(helpers.normal(5, (24, 8)))
+  eta = 0.175
+  s = np.abs(np.float64(c) @ np.float64(c).T)
+  u, v = np.zeros(24), np.zeros(24)
+  lse = lambda m, ax: np.log(np.exp(m - m.max(ax, keepdims=True)).sum(ax)) + m.max(ax)
+  for i in range(5):  # CPP's SinkhornDistance with max_iter=5, eps=eta
+    m = (s + u[:, None] + v[None]) / eta
+    if i % 2 == 0:
+      u = eta * (np.log(1 / 24) - lse(m, 1)) + u
+    else:
+      v = eta * (np.log(1 / 24) - lse(m, 0)) + v
+  expected = 24 * np.exp((s + u[:, None] + v[None]) / eta)
+  gamma = O.doubly_stochastic_membership(c, eta=eta, num_iters=5)
+  np.testing.assert_allclose(gamma, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(gamma.sum(1), 1.0, atol=1e-5)
+  implicit = O.doubly_stochastic_membership(c, eta=eta,
+                                            differentiation="implicit")
+  np.testing.assert_allclose(implicit.sum(0), 1.0, atol=1e-4)
+  np.testing.assert_allclose(implicit.sum(1), 1.0, atol=1e-4)
+
+
+def test_coding_length_matches_cpp_formula_and_prefers_true_k():
+  rng = np.random.default_rng(6)
+  centers = helpers.unit_rows(rng.standard_normal((3, 10)))
+  x = np.concatenate([c + 0.05 * rng.standard_normal((50, 10)) for c in centers])
+  x = helpers.unit_rows(x).astype(np.float32)
+  labels = np.repeat(np.arange(3), 50)
+
+  def ref(x, labels, eps_sq):
+    n, d = x.shape
+    total = 0.0
+    for j in np.unique(labels):
+      xj = np.float64(x[labels == j])
+      nj = len(xj)
+      total += (nj + d) / 2 * _logdet(np.eye(d) + d / (eps_sq * nj) * xj.T @ xj)
+      total -= nj * np.log(nj / n)
+    return total
+
+  value = O.coding_length(x, labels, eps_sq=0.1)
+  np.testing.assert_allclose(value, ref(x, labels, 0.1), rtol=1e-5)
+  merged = O.coding_length(x, np.minimum(labels, 1), eps_sq=0.1)
+  assert value < merged
+  with_empty = O.coding_length(x, labels, eps_sq=0.1, num_clusters=5)
+  np.testing.assert_allclose(with_empty, value, rtol=1e-6)
+
+
+def test_total_coding_rate_loss():
+  views = np.stack([helpers.unit_rows(helpers.normal(s, (16, 5)))
+                    for s in (7, 8)])
+  mean = views.mean(0)
+  cos = (views[0] * views[1]).sum(1).mean()
+  expected = -_ref_rate(mean, 0.2) - 0.5 * cos
+  np.testing.assert_allclose(
+      O.total_coding_rate_loss(views, eps_sq=0.2, invariance_weight=0.5),
+      expected, rtol=1e-5)
+
+
+def test_gradients():
+  z, pi = _data(9, n=10, d=3, k=2)
+  helpers.check_grads_f64(lambda z, p: O.mcr2_loss(z, p, eps_sq=0.5), (z, pi))
+  helpers.check_grads_f64(
+      lambda z: O.compression_rate(z, jnp.abs(z @ z.T), eps_sq=0.5), (z,))
+  c = helpers.unit_rows(helpers.normal(10, (8, 3)))
+  weights = helpers.normal(12, (8, 8))
+  helpers.check_grads_f64(
+      lambda c: jnp.sum(O.doubly_stochastic_membership(
+          c, eta=0.3, differentiation="unroll") * weights), (c,))
+  # 'cpp' stops the gradient through v on purpose (a biased gradient, as in
+  # CPP's code), so it is compared with the unrolled one only for finiteness
+  # and sign agreement, not checked against finite differences.
+  cpp = jax.grad(lambda c: jnp.sum(O.doubly_stochastic_membership(
+      c, eta=0.3) * weights))(c)
+  full = jax.grad(lambda c: jnp.sum(O.doubly_stochastic_membership(
+      c, eta=0.3, differentiation="unroll") * weights))(c)
+  assert np.all(np.isfinite(cpp))
+  assert np.sum(cpp * full) > 0
+
+
+def test_jit_no_retrace_vmap_and_bfloat16():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def loss(z, pi):
+    return O.mcr2_loss(z, pi, eps_sq=0.5)
+
+  for seed in range(3):
+    loss(*_data(seed))
+  z, pi = _data(11)
+  eps = jnp.array([0.1, 0.5, 2.0])
+  batched = jax.vmap(lambda e: O.mcr2_loss(z, pi, eps_sq=e))(eps)
+  for e, value in zip(eps, batched):
+    np.testing.assert_allclose(value, O.mcr2_loss(z, pi, eps_sq=e), rtol=1e-5,
+                               atol=1e-6)
+  low = O.mcr2_loss(z.astype(jnp.bfloat16), pi.astype(jnp.bfloat16))
+  assert low.dtype == jnp.float32 and np.isfinite(low)
+
+
+@pytest.mark.parametrize("fn,args,match", [
+    (O.coding_rate, (np.zeros((3,), np.float32),), "`z` must have rank 2"),
+    (O.compression_rate, (np.zeros((4, 3)), np.zeros((5, 2))), "number of samples"),
+    (O.compression_rate, (np.zeros((4, 3)), np.zeros((4,))), "`membership` must have rank 2"),
+    (O.coding_length, (np.zeros((4, 3)), np.zeros(4)), "`labels` must be an integer"),
+    (O.total_coding_rate_loss, (np.zeros((1, 4, 3)),), "at least 2 views"),
+])
+def test_bad_input(fn, args, match):
+  with pytest.raises(ValueError, match=match):
+    fn(*args, eps_sq=0.5) if fn is not O.total_coding_rate_loss else fn(*args)
+
+
+def test_bad_hyperparameters():
+  with pytest.raises(ValueError, match="`eps_sq` must be positive"):
+    O.coding_rate(np.ones((3, 2)), eps_sq=0.0)
+  with pytest.raises(ValueError, match="`differentiation`"):
+    O.doubly_stochastic_membership(np.ones((3, 2)), eta=0.1,
+                                   differentiation="magic")

@@ -1,0 +1,183 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ott.geometry import geometry
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn as ott_sinkhorn
+
+import objectives as O
+from tests.objectives import helpers
+
+
+def _scores(seed, n=60, k=7):
+  z = helpers.unit_rows(helpers.normal(seed, (n, 5)))
+  c = helpers.unit_rows(helpers.normal(seed + 100, (k, 5)))
+  return z @ c.T
+
+
+def _ott(scores, epsilon, a=None, b=None, tau_a=1.0, tau_b=1.0, **kw):
+  geom = geometry.Geometry(cost_matrix=-jnp.asarray(scores), epsilon=epsilon)
+  prob = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
+  return ott_sinkhorn.Sinkhorn(**kw)(prob)
+
+
+def _numpy_swav(scores, eps, iters):
+  q = np.exp(np.float64(scores) / eps).T  # [k, B] as in SwAV
+  q /= q.sum()
+  k, b = q.shape
+  for _ in range(iters):
+    q /= q.sum(axis=1, keepdims=True)
+    q /= k
+    q /= q.sum(axis=0, keepdims=True)
+    q /= b
+  return (q * b).T
+
+
+def test_fixed_iterations_equal_ott_plan():
+  s = _scores(0)
+  for eps in (0.05, 0.2):
+    ours = O.sinkhorn(s, epsilon=eps, num_iters=20)
+    ref = _ott(s, eps, threshold=-1.0, min_iterations=20, max_iterations=20,
+               inner_iterations=1)
+    np.testing.assert_allclose(ours.plan, ref.matrix, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(ours.f, ref.f / eps, rtol=1e-4, atol=1e-4)
+
+
+def test_tolerance_mode_matches_converged_ott():
+  s = _scores(1)
+  a = np.random.default_rng(0).uniform(0.5, 1.5, s.shape[0]).astype(np.float32)
+  a /= a.sum()
+  ours = O.sinkhorn(s, epsilon=0.05, a=a, tol=1e-5, max_iters=5000)
+  ref = _ott(s, 0.05, a=jnp.asarray(a), threshold=1e-6, max_iterations=5000)
+  assert bool(ours.converged) and ours.error < 1e-5
+  np.testing.assert_allclose(ours.plan.sum(1), a, rtol=1e-4)
+  np.testing.assert_allclose(ours.plan.sum(0), np.full(7, 1 / 7), atol=1e-5)
+  np.testing.assert_allclose(ours.plan, ref.matrix, atol=2e-6)
+  # The reported error is the marginal error of the returned plan.
+  np.testing.assert_allclose(
+      ours.error, np.abs(ours.plan.sum(0) - 1 / 7).sum(), atol=1e-6)
+  assert int(ours.iterations) < 5000
+  assert np.all(ours.errors[int(ours.iterations):] == -1)
+
+
+def test_unbalanced_matches_ott():
+  s = _scores(2)
+  eps, rho = 0.1, 0.5
+  tau = rho / (rho + eps)
+  ours = O.sinkhorn(s, epsilon=eps, rho_a=rho, rho_b=rho, num_iters=300)
+  ref = _ott(s, eps, tau_a=tau, tau_b=tau, threshold=-1.0,
+             min_iterations=300, max_iterations=300, inner_iterations=1)
+  np.testing.assert_allclose(ours.plan, ref.matrix, rtol=1e-4, atol=1e-7)
+  tol_mode = O.sinkhorn(s, epsilon=eps, rho_a=rho, rho_b=rho, tol=1e-6)
+  assert bool(tol_mode.converged)
+  np.testing.assert_allclose(tol_mode.plan, ref.matrix, atol=1e-6)
+
+
+def test_swav_codes_equal_swav_reference():
+  s = _scores(3, n=64, k=10)
+  codes = O.swav_codes(s, epsilon=0.05, num_iters=3)
+  np.testing.assert_allclose(codes, _numpy_swav(s, 0.05, 3), rtol=2e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-4)
+  grad = jax.grad(lambda s: jnp.sum(O.swav_codes(s) * np.arange(10.0)))(s)
+  assert np.all(grad == 0)
+
+
+def test_hand_computed_two_by_two():
+  # For S = [[1, 0], [0, 1]] and uniform marginals, symmetry gives
+  # P = [[p, q], [q, p]] / 2 with p/q = e^{1/eps}.
+  eps = 0.5
+  out = O.sinkhorn(np.eye(2, dtype=np.float32), epsilon=eps, tol=1e-7)
+  ratio = np.exp(1 / eps)
+  expected = np.array([[ratio, 1], [1, ratio]]) / (2 * (1 + ratio))
+  np.testing.assert_allclose(out.plan, expected, rtol=1e-5)
+
+
+def test_implicit_gradient_equals_unrolled_at_convergence():
+  s = _scores(4, n=20, k=5)
+  w = helpers.normal(5, s.shape)
+
+  def loss(scores, mode, **kw):
+    return jnp.sum(O.sinkhorn(scores, epsilon=0.1, differentiation=mode,
+                              **kw).plan * w)
+
+  unrolled = jax.grad(loss)(s, "unroll", num_iters=1500)
+  implicit = jax.grad(loss)(s, "implicit", tol=1e-6)
+  implicit_fixed = jax.grad(loss)(s, "implicit", num_iters=1500)
+  assert np.abs(unrolled).max() > 1e-2
+  np.testing.assert_allclose(implicit, unrolled, atol=2e-4)
+  np.testing.assert_allclose(implicit_fixed, unrolled, atol=2e-4)
+
+
+def test_gradients_check_grads():
+  s = _scores(6, n=8, k=3)
+  w = helpers.normal(7, s.shape)
+  helpers.check_grads_f64(
+      lambda s: jnp.sum(O.sinkhorn(s, epsilon=0.3, num_iters=30).plan * w),
+      (s,))
+  helpers.check_grads_f64(
+      lambda s: jnp.sum(O.sinkhorn(s, epsilon=0.3, tol=1e-12,
+                                   max_iters=5000).plan * w), (s,),
+      atol=1e-5, rtol=1e-5)
+  helpers.check_grads_f64(
+      lambda s: jnp.sum(O.sinkhorn(s, epsilon=0.3, rho_b=1.0, tol=1e-12,
+                                   max_iters=5000).plan * w), (s,),
+      atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_wrt_marginals_implicit_equals_unrolled():
+  s = _scores(8, n=10, k=4)
+  w = helpers.normal(9, s.shape)
+  a = np.full(10, 0.1, np.float32)
+
+  def loss(a, mode, **kw):
+    return jnp.sum(O.sinkhorn(s, epsilon=0.2, a=a, differentiation=mode,
+                              **kw).plan * w)
+
+  ga = jax.grad(loss)(a, "implicit", tol=1e-6)
+  gu = jax.grad(loss)(a, "unroll", num_iters=1000)
+  # Marginal gradients are defined up to a constant (sum a = sum b).
+  np.testing.assert_allclose(ga - ga.mean(), gu - gu.mean(), atol=2e-3)
+
+
+def test_jit_does_not_retrace_and_vmap_over_epsilon():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def solve(s, eps):
+    return O.sinkhorn(s, epsilon=eps, tol=1e-4).plan
+
+  for seed in range(3):
+    solve(_scores(seed), 0.1 + 0.05 * seed)
+  s = _scores(10)
+  epsilons = jnp.array([0.05, 0.1, 0.5])
+  plans = jax.vmap(lambda e: O.sinkhorn(s, epsilon=e, tol=1e-5).plan)(epsilons)
+  for e, plan in zip(epsilons, plans):
+    np.testing.assert_allclose(plan, O.sinkhorn(s, epsilon=e, tol=1e-5).plan,
+                               atol=1e-6)
+
+
+def test_bfloat16_and_tiny_epsilon_are_finite():
+  s = _scores(11)
+  out = O.sinkhorn(s.astype(jnp.bfloat16), epsilon=0.05, num_iters=50)
+  assert out.plan.dtype == jnp.float32 and np.all(np.isfinite(out.plan))
+  tiny = O.sinkhorn(s, epsilon=1e-4, num_iters=200)
+  assert np.all(np.isfinite(tiny.plan)) and np.all(np.isfinite(tiny.f))
+  # logits ~ 1e4 leave float32 ~1e-3 relative precision in exp(L + f + g).
+  np.testing.assert_allclose(tiny.plan.sum(1), 1 / 60, rtol=2e-3)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(scores=np.zeros(5, np.float32), epsilon=0.1), "`scores` must have rank 2"),
+    (dict(scores=np.zeros((4, 3), np.int32), epsilon=0.1), "floating-point"),
+    (dict(scores=np.zeros((4, 3)), epsilon=0.1, a=np.ones(3) / 3), "`a` must have shape \\(4,\\)"),
+    (dict(scores=np.zeros((4, 3)), epsilon=0.1, b=np.ones(4) / 4), "`b` must have shape \\(3,\\)"),
+    (dict(scores=np.zeros((4, 3)), epsilon=-1.0), "`epsilon` must be positive"),
+    (dict(scores=np.zeros((4, 3)), epsilon=0.1, differentiation="unroll"), "needs a fixed `num_iters`"),
+    (dict(scores=np.zeros((4, 3)), epsilon=0.1, num_iters=0), "`num_iters` must be a positive"),
+])
+def test_bad_input(kwargs, match):
+  scores = kwargs.pop("scores")
+  with pytest.raises(ValueError, match=match):
+    O.sinkhorn(scores, **kwargs)

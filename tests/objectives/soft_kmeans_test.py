@@ -1,0 +1,114 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+import objectives as O
+from tests.objectives import helpers
+
+
+def _reference_loss(x, c, t):
+  x, c = np.float64(x), np.float64(c)
+  d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+  logits = -d / t
+  r = np.exp(logits - logits.max(1, keepdims=True))
+  r /= r.sum(1, keepdims=True)
+  return r, (r * d).sum(1).mean()
+
+
+def test_matches_float64_formula():
+  x, c = helpers.normal(0, (40, 6)), helpers.normal(1, (5, 6))
+  for t in (0.1, 1.0, 7.0):
+    r_ref, loss_ref = _reference_loss(x, c, t)
+    np.testing.assert_allclose(
+        O.soft_kmeans_assignments(x, c, temperature=t), r_ref, atol=1e-5)
+    np.testing.assert_allclose(
+        O.soft_kmeans_loss(x, c, temperature=t), loss_ref, rtol=1e-5)
+
+
+def test_hand_computed_value():
+  x = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)
+  c = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)
+  # Each point: distances (0, 4); r = (1, e^-4)/(1 + e^-4) at T = 1.
+  expected = 4 * np.exp(-4) / (1 + np.exp(-4))
+  np.testing.assert_allclose(O.soft_kmeans_loss(x, c), expected, rtol=1e-6)
+
+
+def test_zero_temperature_limit_is_sklearn_inertia():
+  x = helpers.normal(2, (300, 4))
+  km = KMeans(n_clusters=6, n_init=4, random_state=0).fit(x)
+  loss = O.soft_kmeans_loss(x, km.cluster_centers_.astype(np.float32),
+                            temperature=1e-6)
+  np.testing.assert_allclose(loss * x.shape[0], km.inertia_, rtol=1e-4)
+
+
+def test_centroids_are_weighted_means_and_empty_cluster_is_finite():
+  x = helpers.normal(3, (30, 3))
+  r = np.zeros((30, 3), np.float32)
+  r[:15, 0] = 1.0
+  r[15:, 1] = 1.0  # cluster 2 is empty
+  mu = O.soft_kmeans_centroids(x, r)
+  np.testing.assert_allclose(mu[0], x[:15].mean(0), rtol=1e-5)
+  np.testing.assert_allclose(mu[1], x[15:].mean(0), rtol=1e-5)
+  assert np.all(np.isfinite(mu))
+
+
+def test_gradients():
+  x, c = helpers.normal(4, (12, 3)), helpers.normal(5, (4, 3))
+  helpers.check_grads_f64(
+      lambda x, c: O.soft_kmeans_loss(x, c, temperature=0.7), (x, c))
+
+
+def test_jit_does_not_retrace():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def loss(x, c, t):
+    return O.soft_kmeans_loss(x, c, temperature=t)
+
+  for seed in range(3):
+    loss(helpers.normal(seed, (10, 3)), helpers.normal(seed + 9, (4, 3)),
+         0.5 + seed)
+
+
+def test_vmap_over_temperature():
+  x, c = helpers.normal(6, (20, 3)), helpers.normal(7, (4, 3))
+  temps = jnp.array([0.1, 1.0, 10.0])
+  batched = jax.vmap(lambda t: O.soft_kmeans_loss(x, c, temperature=t))(temps)
+  for t, value in zip(temps, batched):
+    np.testing.assert_allclose(value, O.soft_kmeans_loss(x, c, temperature=t),
+                               rtol=1e-6)
+
+
+def test_bfloat16_is_finite_and_close():
+  x, c = helpers.normal(8, (32, 5)), helpers.normal(9, (3, 5))
+  low = O.soft_kmeans_loss(x.astype(jnp.bfloat16), c.astype(jnp.bfloat16))
+  assert low.dtype == jnp.float32 and np.isfinite(low)
+  np.testing.assert_allclose(low, O.soft_kmeans_loss(x, c), rtol=5e-2)
+
+
+def test_dkm_schedule():
+  alphas = np.asarray(O.dkm_inverse_temperature(jnp.arange(4)))
+  expected = [0.1]
+  for n in range(1, 4):
+    expected.append(expected[-1] * 2 ** (1 / np.log(n + 1) ** 2))
+  np.testing.assert_allclose(alphas, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape,c_shape,match", [
+    ((5,), (3, 5), "`x` must have rank 2"),
+    ((4, 5), (3, 4), "feature dimension"),
+    ((4, 5), (0, 5), "`centroids` has no centroids"),
+])
+def test_bad_shapes(x_shape, c_shape, match):
+  with pytest.raises(ValueError, match=match):
+    O.soft_kmeans_loss(np.zeros(x_shape, np.float32),
+                       np.zeros(c_shape, np.float32))
+
+
+def test_bad_dtype_and_temperature():
+  with pytest.raises(ValueError, match="`x` must be a floating-point"):
+    O.soft_kmeans_loss(np.zeros((4, 2), np.int32), np.zeros((2, 2)))
+  with pytest.raises(ValueError, match="`temperature` must be positive"):
+    O.soft_kmeans_loss(np.zeros((4, 2)), np.zeros((2, 2)), temperature=0.0)
