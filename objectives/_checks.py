@@ -131,7 +131,7 @@ def logsumexp_over_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
   The shift is the (global) maximum with its gradient stopped, so the result
   is exact and never overflows.
   """
-  shift = jnp.max(x, axis=0)
+  shift = jax.lax.stop_gradient(jnp.max(x, axis=0))
   if axis_name is not None:
     shift = jax.lax.pmax(shift, axis_name)
   shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))

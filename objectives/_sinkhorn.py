@@ -136,7 +136,9 @@ def _solve(logits, prob: _Problem, epsilon, rho_a, rho_b, *, tol, max_iters,
            num_iters):
   """Runs Sinkhorn; returns (f, g, errors, error, iterations)."""
   n, k = logits.shape
-  f0 = jnp.zeros((n,), logits.dtype)
+  # f0 derives from `logits` so that under shard_map it is per-device
+  # (varying) like every later f; g is replicated (its sums are psum-reduced).
+  f0 = jnp.zeros_like(logits[:, 0])
   g0 = jnp.zeros((k,), logits.dtype)
   carry = (f0, g0, _col_lse(logits, f0, prob.axis_name))
   step = functools.partial(_iteration, logits, prob, epsilon, rho_a, rho_b)
@@ -222,17 +224,22 @@ def _implicit_bwd(static, epsilon, rhos, residuals, cotangents):
 _implicit_potentials.defvjp(_implicit_fwd, _implicit_bwd)
 
 
-def _marginal(weights, size, name, dtype, axis_name, global_size_name):
+def _marginal(weights, like, name, axis_name):
+  """The marginal for the axis of `like` ([size]), uniform when None.
+
+  The default is built from `like` so that under shard_map a per-sample
+  marginal is per-device (varying), as the rows of `scores` are.
+  """
+  size = like.shape[0]
   if weights is None:
-    count = _checks.global_count(size, axis_name if global_size_name else None,
-                                 dtype)
-    return jnp.full((size,), 1.0, dtype) / count
+    count = _checks.global_count(size, axis_name, like.dtype)
+    return jnp.ones_like(like) / count
   weights = _checks.float_array(weights, name, f"[{size}]", rank=1)
   if weights.shape[0] != size:
     raise ValueError(
         f"`{name}` must have shape ({size},) to match `scores`, got "
         f"{weights.shape}.")
-  return weights.astype(dtype)
+  return weights.astype(like.dtype)
 
 
 def sinkhorn(scores: jax.typing.ArrayLike,
@@ -302,8 +309,8 @@ def sinkhorn(scores: jax.typing.ArrayLike,
 
   n, k = scores.shape
   dtype = scores.dtype
-  a = _marginal(a, n, "a", dtype, axis_name, True)
-  b = _marginal(b, k, "b", dtype, axis_name, False)
+  a = _marginal(a, scores[:, 0], "a", axis_name)
+  b = _marginal(b, jnp.zeros((k,), dtype), "b", None)
   epsilon = jnp.asarray(epsilon, dtype)
   logits = scores / epsilon
   tau_a = _tau(rho_a, epsilon)
