@@ -1,0 +1,64 @@
+"""Clustering metrics: Hungarian accuracy, NMI, ARI, silhouette.
+
+Accuracy matches clusters to classes with scipy's `linear_sum_assignment` on
+the confusion matrix (the standard deep-clustering ACC); NMI (arithmetic
+normalisation) and ARI are scikit-learn's. Report which split a number is on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn import metrics as sk_metrics
+
+
+def _labels(y, name):
+  y = np.asarray(y)
+  if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"`{name}` must be a 1-D integer array, got dtype "
+                     f"{y.dtype} and shape {y.shape}.")
+  return y
+
+
+def _pair(labels_true, labels_pred):
+  t = _labels(labels_true, "labels_true")
+  p = _labels(labels_pred, "labels_pred")
+  if t.shape != p.shape:
+    raise ValueError(f"`labels_true` {t.shape} and `labels_pred` {p.shape} "
+                     "must have the same shape.")
+  return t, p
+
+
+def hungarian_accuracy(labels_true, labels_pred) -> float:
+  """Best one-to-one cluster-to-class matching accuracy, in [0, 1]."""
+  t, p = _pair(labels_true, labels_pred)
+  _, t_idx = np.unique(t, return_inverse=True)
+  _, p_idx = np.unique(p, return_inverse=True)
+  confusion = np.zeros((p_idx.max() + 1, t_idx.max() + 1), np.int64)
+  np.add.at(confusion, (p_idx, t_idx), 1)
+  rows, cols = linear_sum_assignment(-confusion)
+  return float(confusion[rows, cols].sum() / t.size)
+
+
+def normalized_mutual_info(labels_true, labels_pred) -> float:
+  t, p = _pair(labels_true, labels_pred)
+  return float(sk_metrics.normalized_mutual_info_score(t, p))
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+  t, p = _pair(labels_true, labels_pred)
+  return float(sk_metrics.adjusted_rand_score(t, p))
+
+
+def clustering_metrics(labels_true, labels_pred, features=None) -> dict:
+  """ACC, NMI, ARI and (when `features` is given) silhouette."""
+  out = {
+      "acc": hungarian_accuracy(labels_true, labels_pred),
+      "nmi": normalized_mutual_info(labels_true, labels_pred),
+      "ari": adjusted_rand_index(labels_true, labels_pred),
+  }
+  if features is not None:
+    p = _labels(labels_pred, "labels_pred")
+    out["silhouette"] = (float(sk_metrics.silhouette_score(features, p))
+                         if 1 < len(np.unique(p)) < len(p) else float("nan"))
+  return out

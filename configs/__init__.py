@@ -1,0 +1,1 @@
+"""One ml_collections config file per method, each with get_config(arg=None)."""

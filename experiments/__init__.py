@@ -1,0 +1,1 @@
+"""Entry points and the training loop (nothing imports this package)."""

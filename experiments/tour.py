@@ -1,0 +1,169 @@
+r"""Every objective on the embedded digits data, in one short run.
+
+    python -m experiments.tour [--restarts=10] [--clam_steps=300]
+
+Loads scikit-learn's digits (1,797 real 8x8 images, no network), scales the
+pixels to [0, 1] and, with nothing but `objectives` and `optax`:
+
+* fits annealed soft k-means (DKM schedule) with restarts run under `vmap`;
+* assigns samples to those centroids by balanced Sinkhorn OT;
+* scores memberships with MCR^2 (true labels should compress best) and picks
+  the number of clusters with CPP's coding length;
+* trains ClAM prototypes on the masked completion loss and compares their
+  silhouette with k-means';
+* evaluates the I-Con loss of a kNN graph against the soft k-means cluster
+  kernel.
+
+It prints a table of ACC/NMI/ARI/silhouette and the objective values. This is
+the project's main job until `experiments.main` (the training pipeline)
+lands.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn import datasets
+
+import objectives as O
+from clustering import metrics
+
+_RESTARTS = flags.DEFINE_integer("restarts", 10, "soft k-means restarts.")
+_ANNEAL_STEPS = flags.DEFINE_integer("anneal_steps", 60, "DKM annealing steps.")
+_CLAM_STEPS = flags.DEFINE_integer("clam_steps", 300, "ClAM Adam steps.")
+_SEED = flags.DEFINE_integer("seed", 0, "random seed.")
+
+
+def load_digits():
+  x, y = datasets.load_digits(return_X_y=True)
+  x = x / 16.0  # pixel intensities are 0..16; keep k-means' geometry
+  return x.astype(np.float32), y.astype(np.int32)
+
+
+def annealed_soft_kmeans(x, k, *, restarts, steps, key):
+  """EM on the DKM loss with DKM's annealing; restarts run under vmap."""
+  x = jnp.asarray(x)
+  n = x.shape[0]
+  temps = 1.0 / O.dkm_inverse_temperature(jnp.arange(steps), alpha_0=0.1)
+  # Temperatures are in units of the data's squared distances.
+  scale = jnp.mean(O.squared_distances(x, x[:1]))
+  temps = temps * scale
+
+  def fit(key):
+    centroids = x[jax.random.choice(key, n, (k,), replace=False)]
+
+    def step(c, t):
+      r = O.soft_kmeans_assignments(x, c, temperature=t)
+      return O.soft_kmeans_centroids(x, r), None
+
+    centroids, _ = jax.lax.scan(step, centroids, temps)
+    inertia = O.soft_kmeans_loss(x, centroids, temperature=1e-6) * n
+    return centroids, inertia
+
+  centroids, inertia = jax.jit(jax.vmap(fit))(jax.random.split(key, restarts))
+  best = int(jnp.argmin(inertia))
+  return centroids[best], float(inertia[best])
+
+
+def train_clam(x, init, *, steps, beta, key):
+  """Adam on the prototypes only, 20% of coordinates masked per sample."""
+  opt = optax.adam(1e-2)
+  fill = jnp.mean(x, axis=0)  # masked pixels start at the feature mean
+
+  @jax.jit
+  def update(params, state, key):
+    mask = (jax.random.uniform(key, x.shape) < 0.2).astype(x.dtype)
+    loss, grad = jax.value_and_grad(
+        lambda p: O.clam_loss(x, p, mask, beta=beta, fill_value=fill))(params)
+    updates, state = opt.update(grad, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  params, state = init, opt.init(init)
+  for key in jax.random.split(key, steps):
+    params, state, loss = update(params, state, key)
+  return params, float(loss)
+
+
+def run(restarts=10, anneal_steps=60, clam_steps=300, seed=0, log=print):
+  start = time.time()
+  x, y = load_digits()
+  n, d = x.shape
+  k = 10
+  key = jax.random.PRNGKey(seed)
+  rows = []
+
+  centroids, inertia = annealed_soft_kmeans(
+      x, k, restarts=restarts, steps=anneal_steps, key=key)
+  km_labels = np.asarray(jnp.argmin(O.squared_distances(x, centroids), 1))
+  rows.append(("soft k-means (DKM annealing)",
+               metrics.clustering_metrics(y, km_labels, x),
+               f"inertia {inertia:.0f}"))
+
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  protos = centroids / jnp.linalg.norm(centroids, axis=1, keepdims=True)
+  ot = O.sinkhorn(unit @ protos.T, epsilon=0.05, tol=1e-4)
+  ot_labels = np.asarray(jnp.argmax(ot.plan, 1)).astype(np.int32)
+  rows.append(("Sinkhorn balanced assignment",
+               metrics.clustering_metrics(y, ot_labels, x),
+               f"{int(ot.iterations)} iters, err {float(ot.error):.1e}"))
+
+  beta = 2.0 / float(jnp.mean(O.squared_distances(x, centroids).min(1)))
+  memories, clam_loss = train_clam(x, centroids, steps=clam_steps, beta=beta,
+                                   key=jax.random.fold_in(key, 1))
+  clam_labels = np.asarray(O.am_assignments(x, memories, beta=beta))
+  rows.append(("ClAM (masked completion)",
+               metrics.clustering_metrics(y, clam_labels, x),
+               f"loss {clam_loss:.3f}"))
+
+  log(f"digits: n={n}, d={d}, k={k}, devices={jax.devices()}")
+  log(f"{'method':32s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'silh':>6s}  notes")
+  for name, m, note in rows:
+    log(f"{name:32s} {m['acc']:6.3f} {m['nmi']:6.3f} {m['ari']:6.3f} "
+        f"{m['silhouette']:6.3f}  {note}")
+
+  onehot = lambda labels: jax.nn.one_hot(labels, k)
+  random_labels = np.random.default_rng(seed).integers(0, k, n)
+  log("\nMCR^2 loss (eps_sq=0.5, lower = more discriminative partition):")
+  for name, labels in (("true labels", y), ("soft k-means", km_labels),
+                       ("random labels", random_labels)):
+    value = float(O.mcr2_loss(unit, onehot(labels), eps_sq=0.5))
+    log(f"  {name:14s} {value:8.3f}")
+
+  log("\nCPP coding length per candidate k (eps_sq=0.1; lowest is chosen):")
+  lengths = {}
+  for cand in (5, 8, 10, 12, 15):
+    c, _ = annealed_soft_kmeans(x, cand, restarts=max(restarts // 2, 1),
+                                steps=anneal_steps, key=key)
+    labels = jnp.argmin(O.squared_distances(x, c), 1)
+    lengths[cand] = float(O.coding_length(unit, labels, eps_sq=0.1,
+                                          num_clusters=cand))
+    log(f"  k={cand:2d} {lengths[cand]:12.1f}")
+  log(f"  chosen k = {min(lengths, key=lengths.get)}")
+
+  resp = O.soft_kmeans_assignments(x, centroids,
+                                   temperature=float(jnp.mean(
+                                       O.squared_distances(x, centroids))))
+  log_p = O.debias(O.knn_kernel(x, k=3, walks=1), alpha=0.7)
+  icon = float(O.icon_loss(log_p, O.debias(O.cluster_kernel(resp), alpha=0.7)))
+  uniform = float(O.icon_loss(log_p, jnp.full((n, n), -np.log(n))))
+  log(f"\nI-Con debiased kNN -> cluster-kernel KL: {icon:.4f} "
+      f"(uniform q: {uniform:.4f})")
+  log(f"total {time.time() - start:.1f} s")
+  return {"rows": rows, "coding_length": lengths, "icon": icon,
+          "icon_uniform": uniform}
+
+
+def main(argv):
+  del argv
+  run(restarts=_RESTARTS.value, anneal_steps=_ANNEAL_STEPS.value,
+      clam_steps=_CLAM_STEPS.value, seed=_SEED.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
