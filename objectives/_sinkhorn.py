@@ -166,15 +166,16 @@ def _solve(logits, prob: _Problem, epsilon, rho_a, rho_b, *, tol, max_iters,
 
 def _implicit_vjp_core(logits, f, g, log_a, log_b, tau_a, tau_b, balanced,
                        axis_name, f_bar, g_bar):
-  """Cotangents of (logits, log_a-side a, b) from those of (f, g).
+  """Cotangents of (logits, a, b) from those of the potentials (f, g).
 
   At the fixed point, the linearised optimality conditions read
-  ``H [df; dg] = [a*da/a...] - [rowsum(P*dL); colsum(P*dL)]`` with
+  ``H [df; dg] = [r*da/a; c*db/b] - [rowsum(P*dL); colsum(P*dL)]`` with
   ``H = [[diag(r/tau_a), P], [P^T, diag(c/tau_b)]]`` (``r, c`` the plan's
-  marginals). We solve ``H [x; y] = [f_bar; g_bar]`` by eliminating the
-  per-sample block (its sums over samples are psum-reduced), which leaves a
-  ``k x k`` system. For balanced problems ``H`` has the null vector
-  ``(1, -1)`` (the potentials' gauge); a rank-one term pins it.
+  row and column marginals). We solve ``H [x; y] = [f_bar; g_bar]`` by
+  eliminating the per-sample block (its sums over samples are psum-reduced
+  under `axis_name`), which leaves a dense ``k x k`` system. For balanced
+  problems ``H`` has the null vector ``(1, -1)`` (the potentials' gauge); a
+  rank-one term pins it without changing plan gradients.
   """
   plan = jnp.exp(logits + f[:, None] + g[None, :])
   rows = jnp.sum(plan, axis=1)
