@@ -1,0 +1,36 @@
+import gzip
+import pathlib
+
+import numpy as np
+import pytest
+
+from clustering import idx
+
+MNIST_TEST = pathlib.Path(__file__).resolve().parents[3] / "shared/data/mnist_test"
+
+
+def _write(path, array, code):
+  header = bytes([0, 0, code, array.ndim]) + b"".join(
+      int(s).to_bytes(4, "big") for s in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.tobytes())
+
+
+def test_roundtrip_and_errors(tmp_path):
+  images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+  _write(tmp_path / "t10k-images-idx3-ubyte.gz", images, 0x08)
+  _write(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([3, 7], np.uint8), 0x08)
+  x, y = idx.load_idx_dir(tmp_path)
+  assert x.shape == (2, 784) and x.dtype == np.float32
+  np.testing.assert_array_equal(y, [3, 7])
+  (tmp_path / "bad").write_bytes(b"\x01\x02\x03")
+  with pytest.raises(ValueError, match="not an IDX file"):
+    idx.read_idx(tmp_path / "bad")
+  with pytest.raises(ValueError, match="has no train-images"):
+    idx.load_idx_dir(tmp_path, "train")
+
+
+@pytest.mark.skipif(not MNIST_TEST.exists(), reason="shared MNIST test set absent")
+def test_real_mnist_test_set():
+  x, y = idx.load_idx_dir(MNIST_TEST)
+  assert x.shape == (10000, 784) and set(np.unique(y)) == set(range(10))
