@@ -135,5 +135,55 @@ def logsumexp_over_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
   if axis_name is not None:
     shift = jax.lax.pmax(shift, axis_name)
   shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
-  total = batch_sum(jnp.sum(jnp.exp(x - shift), axis=0), axis_name)
+  # Pinning the maximal entries to exp(0) keeps the sum >= 1 even when XLA
+  # fuses the logits' multiply into the subtraction (see `softmax` below).
+  terms = jnp.where(x >= shift, jnp.exp(x - jax.lax.stop_gradient(x)),
+                    jnp.exp(x - shift))
+  total = batch_sum(jnp.sum(terms, axis=0), axis_name)
   return jnp.log(total) + shift
+
+
+# Softmax/LSE that stay finite when XLA contracts `c * d - max(c * d)` into a
+# fused multiply-add: the recomputed product then differs from the reduced
+# maximum by a rounding error that, for logits ~1e15, exceeds 1e7 and makes
+# every exp() underflow (0/0 = NaN). Entries that compare >= the maximum
+# are pinned to exp(0) = 1, so the normaliser is always >= 1; gradients use
+# the outputs (custom JVP), as jax.nn.softmax does.
+
+
+@jax.custom_jvp
+def softmax(x: jax.Array) -> jax.Array:
+  """Softmax over the last axis that never returns NaN for finite input."""
+  shift = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+  unnormalised = jnp.where(x >= shift, 1.0, jnp.exp(x - shift))
+  return unnormalised / jnp.sum(unnormalised, axis=-1, keepdims=True)
+
+
+@softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  p = softmax(x)
+  return p, p * (t - jnp.sum(p * t, axis=-1, keepdims=True))
+
+
+def log_softmax(x: jax.Array) -> jax.Array:
+  """``x - LSE(x)`` over the last axis (see :func:`logsumexp`)."""
+  return x - logsumexp(x)[..., None]
+
+
+@jax.custom_jvp
+def logsumexp(x: jax.Array) -> jax.Array:
+  """``log sum exp`` over the last axis; -inf only for an all -inf row."""
+  shift = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+  finite_shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+  terms = jnp.where((x >= shift) & jnp.isfinite(shift), 1.0,
+                    jnp.exp(x - finite_shift))
+  return jnp.log(jnp.sum(terms, axis=-1)) + finite_shift[..., 0]
+
+
+@logsumexp.defjvp
+def _logsumexp_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  out = logsumexp(x)
+  weights = jnp.where(jnp.isfinite(out)[..., None], softmax(x), 0.0)
+  return out, jnp.sum(weights * jnp.where(jnp.isfinite(x), t, 0.0), axis=-1)

@@ -68,12 +68,12 @@ def am_energy(v: jax.typing.ArrayLike, memories: jax.typing.ArrayLike, *,
   """
   _checks.positive(beta, "beta")
   dist = _soft_kmeans.squared_distances(v, memories)
-  return -jax.nn.logsumexp(-0.5 * beta * dist, axis=1) / beta
+  return -_checks.logsumexp(-0.5 * beta * dist) / beta
 
 
 def _step(memories, beta, alpha, mask, v):
   dist = _soft_kmeans.squared_distances(v, memories)
-  weights = jax.nn.softmax(-0.5 * beta * dist, axis=1)  # [n, k]
+  weights = _checks.softmax(-0.5 * beta * dist)  # [n, k]
   pull = jnp.matmul(weights, memories, precision=jax.lax.Precision.HIGHEST) - v
   return v + alpha * mask * pull
 

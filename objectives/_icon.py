@@ -61,7 +61,7 @@ def _masked_log_softmax(logits, mask_diagonal):
           f"one neighbour), got n={n}.")
     logits = jnp.where(jnp.eye(n, logits.shape[1], dtype=bool), -jnp.inf,
                        logits)
-  return jax.nn.log_softmax(logits, axis=1)
+  return _checks.log_softmax(logits)
 
 
 def pairwise_distances(x: jax.typing.ArrayLike, *,
@@ -229,7 +229,7 @@ def cluster_kernel(probs: jax.typing.ArrayLike) -> jax.Array:
                      precision=_HI)
   log_q = jnp.log(inner) + left_max + right_max.T
   # Renormalise away rounding so rows are exactly stochastic.
-  return log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True)
+  return log_q - _checks.logsumexp(log_q)[:, None]
 
 
 def debias(log_p: jax.typing.ArrayLike, *,

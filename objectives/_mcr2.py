@@ -300,7 +300,7 @@ def doubly_stochastic_membership(c: jax.typing.ArrayLike,
   v = jnp.zeros((n_total,), logits.dtype)
   for half_step in range(num_iters):
     if half_step % 2 == 0:
-      u = log_marginal - jax.nn.logsumexp(logits + v[None, :], axis=1)
+      u = log_marginal - _checks.logsumexp(logits + v[None, :])
     else:
       v = log_marginal - _checks.logsumexp_over_batch(logits + u[:, None],
                                                       axis_name)

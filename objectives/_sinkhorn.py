@@ -64,7 +64,7 @@ class SinkhornOutput(NamedTuple):
       iteration; ``-1`` for iterations that were not run.
     error: the stopping error of the returned plan.
     iterations: number of iterations run.
-    converged: ``error < tol`` (always True-or-False; in fixed-iteration mode
+    converged: ``error < tol`` (in fixed-iteration mode
       it says whether the fixed count happened to reach ``tol``).
   """
   plan: jax.Array
@@ -94,7 +94,7 @@ def _tau(rho, epsilon):
 
 def _row_lse(logits, g):
   """LSE_j(L_ij + g_j) -> [n] (per-sample, always local)."""
-  return jax.nn.logsumexp(logits + g[None, :], axis=1)
+  return _checks.logsumexp(logits + g[None, :])
 
 
 def _col_lse(logits, f, axis_name):
@@ -175,7 +175,8 @@ def _implicit_vjp_core(logits, f, g, log_a, log_b, tau_a, tau_b, balanced,
   eliminating the per-sample block (its sums over samples are psum-reduced
   under `axis_name`), which leaves a dense ``k x k`` system. For balanced
   problems ``H`` has the null vector ``(1, -1)`` (the potentials' gauge); a
-  rank-one term pins it without changing plan gradients.
+  rank-one term pins it without changing plan gradients, and a relative
+  ridge of 1e-6 keeps block-separated supports (tiny epsilon) solvable.
   """
   plan = jnp.exp(logits + f[:, None] + g[None, :])
   rows = jnp.sum(plan, axis=1)
@@ -189,6 +190,10 @@ def _implicit_vjp_core(logits, f, g, log_a, log_b, tau_a, tau_b, balanced,
   rhs = g_bar - _checks.batch_sum(scaled.T @ f_bar, axis_name)
   if balanced:
     schur = schur + jnp.mean(h_col)
+  # At tiny epsilon the plan's support can split into blocks, making the
+  # system singular beyond the gauge; a relative ridge keeps it solvable.
+  schur = schur + 1e-6 * jnp.mean(h_col) * jnp.eye(schur.shape[0],
+                                                    dtype=schur.dtype)
   y = jnp.linalg.solve(schur, rhs)
   x = (f_bar - plan @ y) / h_row
   logits_bar = -plan * (x[:, None] + y[None, :])

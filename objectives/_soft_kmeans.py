@@ -81,7 +81,7 @@ def soft_kmeans_assignments(x: jax.typing.ArrayLike,
   """
   _checks.positive(temperature, "temperature")
   logits = -squared_distances(x, centroids) / temperature
-  return jax.nn.softmax(logits, axis=-1)
+  return _checks.softmax(logits)
 
 
 def soft_kmeans_loss(x: jax.typing.ArrayLike,
@@ -104,7 +104,7 @@ def soft_kmeans_loss(x: jax.typing.ArrayLike,
   """
   _checks.positive(temperature, "temperature")
   distances = squared_distances(x, centroids)
-  resp = jax.nn.softmax(-distances / temperature, axis=-1)
+  resp = _checks.softmax(-distances / temperature)
   total = _checks.batch_sum(jnp.sum(resp * distances), axis_name)
   return total / _checks.global_count(distances.shape[0], axis_name,
                                       distances.dtype)

@@ -98,3 +98,15 @@ def test_bad_input():
     O.am_evolve(x, rho, beta=0.0)
   with pytest.raises(ValueError, match="`num_steps` must be a positive"):
     O.am_evolve(x, rho, beta=1.0, num_steps=0)
+
+
+def test_jit_huge_logits_do_not_nan():
+  # Under jit XLA may fuse `-(beta/2) * d - max(...)` into an FMA whose
+  # rounding differs from the reduced maximum by > 1e7 at logits ~1e15;
+  # a plain softmax then returns 0/0. Ours pins the maximum to exp(0).
+  x = 1e6 * helpers.normal(13, (6, 4))
+  loss, grad = jax.jit(jax.value_and_grad(
+      lambda r: O.clam_loss(x, r, np.ones_like(x), beta=1e4)))(x[:2] + 0.1)
+  assert np.isfinite(loss) and np.all(np.isfinite(grad))
+  assert np.isfinite(jax.jit(lambda x: O.soft_kmeans_loss(
+      x, x[:2] + 1.0, temperature=1e-4))(x))

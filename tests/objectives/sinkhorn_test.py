@@ -181,3 +181,11 @@ def test_bad_input(kwargs, match):
   scores = kwargs.pop("scores")
   with pytest.raises(ValueError, match=match):
     O.sinkhorn(scores, **kwargs)
+
+
+def test_implicit_gradient_finite_at_tiny_epsilon():
+  s = _scores(12, n=6, k=3)
+  w = helpers.normal(13, s.shape)
+  grad = jax.grad(lambda s: jnp.sum(
+      O.sinkhorn(s, epsilon=1e-4, tol=1e-3).plan * w))(s)
+  assert np.all(np.isfinite(grad))
