@@ -94,12 +94,13 @@ def _tau(rho, epsilon):
 
 def _row_lse(logits, g):
   """LSE_j(L_ij + g_j) -> [n] (per-sample, always local)."""
-  return _checks.logsumexp(logits + g[None, :])
+  return _checks.logsumexp(logits + g[None, :], False)
 
 
 def _col_lse(logits, f, axis_name):
   """LSE_i(L_ij + f_i) -> [k] (per-prototype, reduced over the batch)."""
-  return _checks.logsumexp_over_batch(logits + f[:, None], axis_name)
+  return _checks.logsumexp_over_batch(logits + f[:, None], axis_name,
+                                      clip_overflow=False)
 
 
 def _error(prob: _Problem, f, g, lse_row, lse_col, epsilon, rho_a, rho_b):
