@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from objectives import _checks
+from objectives import squared_distances
 
 
 class KMeansResult(NamedTuple):
@@ -35,21 +36,20 @@ class KMeansResult(NamedTuple):
   iterations: jax.Array
 
 
-def _kmeans_plus_plus(x, x_sq, k, key):
+def _kmeans_plus_plus(x, k, key):
   """Greedy k-means++: each centre is the best of a few D^2 samples."""
   n = x.shape[0]
   trials = 2 + int(math.log(k))
   key, sub = jax.random.split(key)
   first = jax.random.randint(sub, (), 0, n)
   centroids = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
-  closest = jnp.maximum(x_sq - 2 * x @ x[first] + x_sq[first], 0.0)
+  closest = squared_distances(x, x[first][None])[:, 0]
 
   def add_centre(i, state):
     centroids, closest, key = state
     key, sub = jax.random.split(key)
     cand = jax.random.choice(sub, n, (trials,), p=closest / jnp.sum(closest))
-    cand_d = jnp.maximum(
-        x_sq[None, :] - 2 * x[cand] @ x.T + x_sq[cand][:, None], 0.0)
+    cand_d = squared_distances(x[cand], x)  # [trials, n]
     new_closest = jnp.minimum(closest[None, :], cand_d)  # [trials, n]
     best = jnp.argmin(jnp.sum(new_closest, axis=1))
     return (centroids.at[i].set(x[cand[best]]), new_closest[best], key)
@@ -59,14 +59,13 @@ def _kmeans_plus_plus(x, x_sq, k, key):
   return centroids
 
 
-def _assign(x, x_sq, centroids):
-  cross = x @ centroids.T
-  dist = x_sq[:, None] - 2 * cross + jnp.sum(centroids**2, axis=1)[None, :]
+def _assign(x, centroids):
+  dist = squared_distances(x, centroids)
   labels = jnp.argmin(dist, axis=1)
-  return labels, jnp.maximum(jnp.min(dist, axis=1), 0.0)
+  return labels, jnp.min(dist, axis=1)
 
 
-def _lloyd(x, x_sq, centroids, max_iters, tol_abs):
+def _lloyd(x, centroids, max_iters, tol_abs):
   k = centroids.shape[0]
 
   def cond(state):
@@ -75,7 +74,7 @@ def _lloyd(x, x_sq, centroids, max_iters, tol_abs):
 
   def body(state):
     centroids, _, it = state
-    labels, _ = _assign(x, x_sq, centroids)
+    labels, _ = _assign(x, centroids)
     onehot = jax.nn.one_hot(labels, k, dtype=x.dtype)
     counts = jnp.sum(onehot, axis=0)
     sums = onehot.T @ x
@@ -85,19 +84,18 @@ def _lloyd(x, x_sq, centroids, max_iters, tol_abs):
 
   init = (centroids, jnp.asarray(jnp.inf, x.dtype), jnp.asarray(0, jnp.int32))
   centroids, _, iterations = jax.lax.while_loop(cond, body, init)
-  labels, dist = _assign(x, x_sq, centroids)
+  labels, dist = _assign(x, centroids)
   return centroids, labels.astype(jnp.int32), jnp.sum(dist), iterations
 
 
 @functools.partial(jax.jit, static_argnames=("num_clusters", "n_init",
                                              "max_iters"))
 def _kmeans(x, key, tol, *, num_clusters, n_init, max_iters):
-  x_sq = jnp.sum(x * x, axis=1)
   tol_abs = tol * jnp.mean(jnp.var(x, axis=0))
 
   def one(key):
-    init = _kmeans_plus_plus(x, x_sq, num_clusters, key)
-    return _lloyd(x, x_sq, init, max_iters, tol_abs)
+    init = _kmeans_plus_plus(x, num_clusters, key)
+    return _lloyd(x, init, max_iters, tol_abs)
 
   centroids, labels, inertia, iters = jax.vmap(one)(
       jax.random.split(key, n_init))
