@@ -1,0 +1,96 @@
+"""What every clustering method provides to the training loop.
+
+A method owns a flax.nnx model and says, as pure functions the loop jits:
+
+* ``loss(model, x, key, step, phase) -> (loss, {name: scalar})`` on a global
+  batch ``x [B, *example_shape]`` (augmentations are drawn inside, on device);
+* ``outputs(model, x) -> {name: [m, ...]}`` per-example evaluation outputs
+  (``'features'`` is always there, for silhouette and the embedding plot);
+
+and, on the host:
+
+* ``phases``: ``[(name, first_step), ...]``; the loss may differ per phase
+  (e.g. MCR^2's TCR warm-up) and ``start_phase`` may re-initialise part of
+  the model from the training data when a phase begins (MLC's one-shot
+  cluster-head init, DKM's k-means init of the centroids);
+* ``assign(outputs) -> clusters [m]``: the method's own assignment rule.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clustering import data as data_lib
+
+
+class Method:
+  """Base class; subclasses fill in the model, the loss and the assignment."""
+
+  name = "base"
+
+  def __init__(self, config, *, example_shape, stats: dict):
+    """``stats``: training-set ``channel_mean``/``channel_std`` (per last-axis
+    entry) and ``feature_mean``/``feature_std`` (per flattened feature)."""
+    self.config = config
+    self.example_shape = tuple(example_shape)
+    self.num_clusters = config.num_clusters
+    self.stats = {k: np.asarray(v, np.float32) for k, v in stats.items()}
+
+  # ---------------------------------------------------------------- model
+  def create_model(self, rngs: nnx.Rngs, x_init: np.ndarray) -> nnx.Module:
+    raise NotImplementedError
+
+  @property
+  def phases(self) -> list[tuple[str, int]]:
+    return [("train", 0)]
+
+  def phase(self, step: int) -> str:
+    current = self.phases[0][0]
+    for name, first in self.phases:
+      if step >= first:
+        current = name
+    return current
+
+  def start_phase(self, phase: str, model: nnx.Module,
+                  train_outputs: Callable[[], dict]) -> None:
+    """Hook at the first step of ``phase``; may modify ``model`` in place."""
+    del phase, model, train_outputs
+
+  # ------------------------------------------------------------- training
+  def normalize(self, x: jax.Array) -> jax.Array:
+    """Standardises inputs with the training set's per-channel statistics."""
+    return (x - self.stats["channel_mean"]) / self.stats["channel_std"]
+
+  def views(self, key: jax.Array, x: jax.Array, num_views: int = 2):
+    """``[V, B, ...]`` augmented, standardised views of the batch."""
+    aug = self.config.data.augment
+    keys = jax.random.split(key, num_views)
+    return jnp.stack([
+        self.normalize(data_lib.augment(
+            k, x, crop_scale=tuple(aug.crop_scale), max_shift=aug.max_shift,
+            flip=aug.flip, noise=aug.noise)) for k in keys])
+
+  def loss(self, model, x, key, step, phase):
+    raise NotImplementedError
+
+  # ----------------------------------------------------------- evaluation
+  def outputs(self, model, x) -> dict:
+    raise NotImplementedError
+
+  def assign(self, outputs: dict) -> np.ndarray:
+    raise NotImplementedError
+
+
+def view_batch(model_fn, views):
+  """Applies ``model_fn`` to ``[V, B, ...]`` views as one ``[V*B, ...]`` batch.
+
+  BatchNorm then sees all views together, as in SwAV/CPP's multi-crop code.
+  """
+  v, b = views.shape[:2]
+  out = model_fn(views.reshape((v * b,) + views.shape[2:]))
+  return jax.tree.map(lambda o: o.reshape((v, b) + o.shape[1:]), out)

@@ -1,0 +1,177 @@
+"""Encoders and heads in flax.nnx.
+
+``make_encoder(config.model, example_shape, rngs)`` builds the backbone named by
+``config.model.encoder``:
+
+* ``identity``: flattens the input (ClAM on features, CPP on CLIP features);
+* ``mlp``: ``hidden`` widths with BatchNorm + ReLU;
+* ``cnn``: a small conv net (``widths`` channels, 3x3 convs, 2x2 pools);
+* ``resnet18``: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool).
+
+Every encoder maps ``[n, *example_shape] -> [n, out_dim]`` and takes
+``train`` (BatchNorm statistics: batch vs running). BatchNorm under ``jit``
+with a batch sharded over the mesh normalises with global-batch statistics,
+so the data-parallel math equals the single-device math.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["MLP", "SmallCNN", "ResNet18", "Identity", "ProjectionHead",
+           "make_encoder", "l2_normalize"]
+
+
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """Rows scaled to unit norm (zero rows stay zero rather than NaN)."""
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, 1e-12))
+
+
+class Identity(nnx.Module):
+  """Flattens ``[n, ...] -> [n, prod(...)]``."""
+
+  def __init__(self, example_shape: Sequence[int]):
+    self.out_dim = int(np.prod(example_shape))
+
+  def __call__(self, x, *, train: bool = False):
+    del train
+    return x.reshape(x.shape[0], -1)
+
+
+class MLP(nnx.Module):
+  """Linear -> BatchNorm -> ReLU for each hidden width; output is the last."""
+
+  def __init__(self, in_dim: int, hidden: Sequence[int], *, rngs: nnx.Rngs,
+               final_activation: bool = True):
+    dims = [in_dim, *hidden]
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                            for a, b in zip(dims[:-1], dims[1:])])
+    self.norms = nnx.List([nnx.BatchNorm(b, rngs=rngs) for b in dims[1:]])
+    self.final_activation = final_activation
+    self.out_dim = dims[-1]
+
+  def __call__(self, x, *, train: bool = False):
+    x = x.reshape(x.shape[0], -1)
+    last = len(self.layers) - 1
+    for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+      x = layer(x)
+      if i < last or self.final_activation:
+        x = nnx.relu(norm(x, use_running_average=not train))
+    return x
+
+
+class SmallCNN(nnx.Module):
+  """Conv3x3-BN-ReLU blocks, a 2x2 max-pool after each but the last, GAP."""
+
+  def __init__(self, in_channels: int, widths: Sequence[int], *,
+               rngs: nnx.Rngs):
+    chans = [in_channels, *widths]
+    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), use_bias=False, rngs=rngs)
+                           for a, b in zip(chans[:-1], chans[1:])])
+    self.norms = nnx.List([nnx.BatchNorm(b, rngs=rngs) for b in chans[1:]])
+    self.out_dim = chans[-1]
+
+  def __call__(self, x, *, train: bool = False):
+    last = len(self.convs) - 1
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = nnx.relu(norm(conv(x), use_running_average=not train))
+      if i < last and min(x.shape[1:3]) >= 4:
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    return jnp.mean(x, axis=(1, 2))
+
+
+class _BasicBlock(nnx.Module):
+
+  def __init__(self, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), strides=stride,
+                          use_bias=False, rngs=rngs)
+    self.bn1 = nnx.BatchNorm(out_ch, rngs=rngs)
+    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), use_bias=False, rngs=rngs)
+    self.bn2 = nnx.BatchNorm(out_ch, rngs=rngs)
+    if stride != 1 or in_ch != out_ch:
+      self.shortcut = nnx.Conv(in_ch, out_ch, (1, 1), strides=stride,
+                               use_bias=False, rngs=rngs)
+      self.shortcut_bn = nnx.BatchNorm(out_ch, rngs=rngs)
+    else:
+      self.shortcut = None
+      self.shortcut_bn = None
+
+  def __call__(self, x, *, train: bool):
+    ra = not train
+    y = nnx.relu(self.bn1(self.conv1(x), use_running_average=ra))
+    y = self.bn2(self.conv2(y), use_running_average=ra)
+    if self.shortcut is not None:
+      x = self.shortcut_bn(self.shortcut(x), use_running_average=ra)
+    return nnx.relu(x + y)
+
+
+class ResNet18(nnx.Module):
+  """ResNet-18 with the CIFAR stem: 3x3 conv, stride 1, no max-pool."""
+
+  def __init__(self, in_channels: int, *, width: int = 64, rngs: nnx.Rngs):
+    self.stem = nnx.Conv(in_channels, width, (3, 3), use_bias=False,
+                         rngs=rngs)
+    self.stem_bn = nnx.BatchNorm(width, rngs=rngs)
+    blocks, ch = [], width
+    for stage, mult in enumerate((1, 2, 4, 8)):
+      for i in range(2):
+        stride = 2 if (stage > 0 and i == 0) else 1
+        blocks.append(_BasicBlock(ch, width * mult, stride, rngs=rngs))
+        ch = width * mult
+    self.blocks = nnx.List(blocks)
+    self.out_dim = ch
+
+  def __call__(self, x, *, train: bool = False):
+    x = nnx.relu(self.stem_bn(self.stem(x), use_running_average=not train))
+    for block in self.blocks:
+      x = block(x, train=train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+class ProjectionHead(nnx.Module):
+  """``hidden`` (BN + ReLU) then a linear map to ``out_dim``.
+
+  MLC/CPP's feature and cluster heads; SwAV's projector. With
+  ``normalize=True`` the output rows are L2-normalised.
+  """
+
+  def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, *,
+               normalize: bool = True, rngs: nnx.Rngs):
+    self.mlp = MLP(in_dim, hidden, rngs=rngs) if hidden else None
+    last_in = hidden[-1] if hidden else in_dim
+    self.out = nnx.Linear(last_in, out_dim, rngs=rngs)
+    self.normalize = normalize
+    self.out_dim = out_dim
+
+  def __call__(self, x, *, train: bool = False):
+    if self.mlp is not None:
+      x = self.mlp(x, train=train)
+    x = self.out(x)
+    return l2_normalize(x) if self.normalize else x
+
+
+def make_encoder(config, example_shape: Sequence[int], *, rngs: nnx.Rngs):
+  """The backbone named by ``config.encoder`` (see the module docstring)."""
+  name = config.encoder
+  example_shape = tuple(example_shape)
+  if name == "identity":
+    return Identity(example_shape)
+  if name == "mlp":
+    return MLP(int(np.prod(example_shape)), tuple(config.hidden), rngs=rngs)
+  if name in ("cnn", "resnet18"):
+    if len(example_shape) != 3:
+      raise ValueError(f"model.encoder={name!r} needs images [h, w, c]; the "
+                       f"data has examples of shape {example_shape}. Use "
+                       "'mlp' or 'identity' for feature vectors.")
+    if name == "cnn":
+      return SmallCNN(example_shape[-1], tuple(config.widths), rngs=rngs)
+    return ResNet18(example_shape[-1], width=config.get("width", 64),
+                    rngs=rngs)
+  raise ValueError(f"Unknown model.encoder {name!r}; expected 'identity', "
+                   "'mlp', 'cnn' or 'resnet18'.")

@@ -1,0 +1,86 @@
+"""Fields every method config shares; method configs override them.
+
+Not a runnable config by itself (it names no method).
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.method = ""
+  config.seed = 0
+  config.num_clusters = 10
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="digits",     # digits | idx | npy | synthetic | tfds:<name>
+      path="",           # idx directory, or .npy/.npz features
+      labels_path="",    # labels .npy next to a features .npy
+      eval_split="",     # '' = evaluate on the training set (CPP/NMCE)
+      data_dir="",       # TFDS data_dir
+      image_key="image",
+      label_key="label",
+      # synthetic data
+      kind="gaussian_mixture",
+      num_examples=2000,
+      dim=16,
+      separation=4.0,
+      subspace_dim=3,
+      noise=0.05,
+      batch_size=256,    # global, over all devices and processes
+      augment=ml_collections.ConfigDict(dict(
+          crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0)),
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      encoder="mlp",           # identity | mlp | cnn | resnet18
+      hidden=(512, 512),       # mlp widths
+      widths=(32, 64, 128),    # cnn channels
+      width=64,                # resnet18 base width
+      head_hidden=(512,),
+      z_dim=32,
+  ))
+
+  config.objective = ml_collections.ConfigDict()
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adam",             # adam | adamw | sgd
+      learning_rate=1e-3,
+      schedule="cosine",       # constant | cosine
+      warmup_steps=0,
+      weight_decay=0.0,
+      momentum=0.9,            # sgd
+      grad_clip=0.0,           # global norm; 0 = off
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=1000,
+      checkpoint_every=500,
+      eval_every=500,
+      log_every=50,
+      ema_decay=0.0,           # > 0: evaluate an EMA of the parameters
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(batch_size=2048))
+  return config
+
+
+def parse_arg(arg):
+  """``'quick,npy'`` -> ``{'quick', 'npy'}`` (big_vision-style config args)."""
+  return set(filter(None, (arg or "").split(",")))
+
+
+def quick(config, *, num_steps=30):
+  """Shrinks a config so it finishes in seconds on a CPU (for tests)."""
+  config.data.batch_size = 64
+  config.model.hidden = (64,)
+  config.model.widths = (8, 16)
+  config.model.width = 8
+  config.model.head_hidden = (64,)
+  config.model.z_dim = 16
+  config.train.num_steps = num_steps
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, 5)
+  config.train.checkpoint_every = 10
+  config.train.eval_every = num_steps
+  config.train.log_every = 5
+  return config

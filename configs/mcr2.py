@@ -1,0 +1,45 @@
+r"""MLC: MCR^2 clustering with a doubly stochastic membership, on digits.
+
+    python -m experiments.main --config=configs/mcr2.py
+    python -m experiments.main --config=configs/mcr2.py:quick   # seconds
+
+TCR warm-up on two augmented views, one-shot cluster-head initialisation from
+the feature head, then ``-R(Z) + R_c(Z, Gamma)``; spectral clustering on
+Gamma at evaluation. ``eps_sq`` is the squared distortion (the reference
+repos call it ``eps``).
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg)
+  config = default.get_config()
+  config.method = "mcr2"
+  config.data.batch_size = 512
+  config.model.update(dict(encoder="mlp", hidden=(512, 512),
+                           head_hidden=(512,), z_dim=32))
+  config.objective = ml_collections.ConfigDict(dict(
+      warmup_steps=300,
+      eps_sq=0.2,
+      gamma_in=1.0,
+      gamma_r=1.0,
+      eta=0.15,
+      sinkhorn_iters=5,
+      differentiation="cpp",   # cpp | unroll | implicit (MLC)
+      num_views=2,
+      invariance_weight=20.0,  # TCR warm-up view agreement
+      cluster_invariance_weight=0.0,
+      frobenius_weight=0.0,
+      init_cluster_head=True,
+  ))
+  config.optimizer.update(dict(name="adam", learning_rate=1e-3,
+                               schedule="cosine", warmup_steps=50))
+  config.train.update(dict(num_steps=1200, checkpoint_every=300,
+                           eval_every=600, log_every=50))
+  if "quick" in args:
+    default.quick(config)
+    config.objective.warmup_steps = 10
+  return config

@@ -1,0 +1,57 @@
+r"""Trains a clustering method: the project's main job.
+
+    python -m experiments.main --config=configs/mcr2.py [--workdir=runs/mcr2]
+    python -m experiments.main --config=configs/swav.py:quick \
+        --config.data.batch_size=128
+
+Every config runs on the embedded digits data by default (no network). The
+workdir defaults to a fresh folder under ./runs/; pointing --workdir at an
+existing run resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from experiments import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Method config file, e.g. configs/mcr2.py[:quick].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory (default: runs/<method>-<time>).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(method: str) -> str:
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", f"{method}-{stamp}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(config.method or "run")
+  logging.set_verbosity(logging.INFO)
+  logging.info("JAX %s on %s: %d process(es), %d device(s): %s",
+               jax.__version__, jax.default_backend(), jax.process_count(),
+               jax.device_count(), jax.devices())
+  logging.info("workdir: %s\nconfig:\n%s", workdir, config)
+  results = train.train_and_evaluate(config, workdir)
+  summary = "  ".join(f"{k} {results[k]:.4f}" for k in (
+      "acc", "nmi", "ari", "silhouette") if results.get(k) is not None)
+  print(f"{config.method} on {results['eval_data']}: {summary}  "
+        f"({results['seconds']:.0f} s, {results['num_devices']} device(s)); "
+        f"outputs in {workdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,188 @@
+"""What a run leaves in its workdir: JSON lines, results, predictions, plots.
+
+Plots are written with matplotlib's Agg backend (no display needed):
+``loss.png`` (loss terms over steps, phases marked), ``confusion.png`` (true
+labels vs clusters, columns in Hungarian-matched order) and ``embedding.png``
+(the learned features projected on their top-2 principal components,
+coloured by cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from scipy import optimize
+
+
+def _clean(value):
+  """JSON-safe: numpy scalars to Python, NaN/Inf to None."""
+  if isinstance(value, dict):
+    return {k: _clean(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    value = float(value)
+    return value if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.ndarray):
+    return _clean(value.tolist())
+  return value
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to ``metrics.jsonl``."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+
+  def truncate_after(self, step: int):
+    """Drops records of steps > ``step`` (a resumed run redoes them)."""
+    if not (self.enabled and os.path.exists(self.path)):
+      return
+    kept = [line for line in open(self.path) if line.strip()
+            and json.loads(line).get("step", 0) <= step]
+    with open(self.path, "w") as f:
+      f.writelines(kept)
+
+  def write(self, record: dict):
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(_clean(record)) + "\n")
+
+  def read(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    return [json.loads(line) for line in open(self.path) if line.strip()]
+
+
+def write_json(path: str, obj: dict):
+  with open(path, "w") as f:
+    json.dump(_clean(obj), f, indent=2, sort_keys=True)
+    f.write("\n")
+
+
+class Progress:
+  """A one-line progress bar with loss, steps/s and ETA.
+
+  Redraws in place on a terminal; elsewhere (CI, notebooks' captured logs)
+  prints a line every ``every`` updates.
+  """
+
+  def __init__(self, total: int, start: int = 0, *, every: int = 50,
+               stream=None, enabled: bool = True):
+    self.total, self.start, self.every = total, start, every
+    self.stream = stream or sys.stderr
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.enabled = enabled
+    self.t0 = time.perf_counter()
+    self.steps_per_sec = float("nan")
+
+  def update(self, step: int, **values):
+    done = step - self.start
+    elapsed = time.perf_counter() - self.t0
+    self.steps_per_sec = done / elapsed if elapsed > 0 else float("nan")
+    if not self.enabled or not (self.tty or step % self.every == 0
+                                or step == self.total):
+      return
+    eta = (self.total - step) / self.steps_per_sec if done else float("nan")
+    frac = step / self.total
+    bar = ("=" * int(24 * frac)).ljust(24)
+    text = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(
+        eta) else "--:--:--"
+    line = (f"step {step}/{self.total} [{bar}] {100 * frac:5.1f}% {text} | "
+            f"{self.steps_per_sec:.1f} steps/s | ETA {eta_s}")
+    if self.tty:
+      self.stream.write("\r" + line + "\033[K")
+      if step == self.total:
+        self.stream.write("\n")
+    else:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+
+def matched_confusion(labels: np.ndarray, clusters: np.ndarray):
+  """Confusion matrix ``[classes, clusters]`` with Hungarian-ordered columns."""
+  classes, y = np.unique(labels, return_inverse=True)
+  groups, c = np.unique(clusters, return_inverse=True)
+  counts = np.zeros((len(classes), len(groups)), np.int64)
+  np.add.at(counts, (y, c), 1)
+  rows, cols = optimize.linear_sum_assignment(-counts)
+  order = list(cols[np.argsort(rows)]) + [j for j in range(len(groups))
+                                          if j not in cols]
+  return counts[:, order], classes, groups[order]
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+  x = features.reshape(features.shape[0], -1).astype(np.float64)
+  x = x - x.mean(0)
+  _, _, vt = np.linalg.svd(x, full_matrices=False)
+  return x @ vt[:2].T
+
+
+def plot_run(workdir: str, records: list[dict], phases, *, features,
+             clusters, labels, title: str):
+  """Writes loss.png, embedding.png and (with labels) confusion.png."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  train = [r for r in records if "loss" in r]
+  if train:
+    keys = [k for k in train[-1] if k not in (
+        "step", "phase", "steps_per_sec", "examples_per_sec", "learning_rate",
+        "seconds")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3),
+                             squeeze=False)
+    for ax, key in zip(axes[0], keys):
+      pts = [(r["step"], r[key]) for r in train if r.get(key) is not None]
+      if pts:
+        ax.plot(*zip(*pts), lw=1.2)
+      for name, first in phases[1:]:
+        ax.axvline(first, color="gray", ls="--", lw=0.8)
+        ax.text(first, ax.get_ylim()[1], f" {name}", va="top", fontsize=7,
+                color="gray")
+      ax.set_title(key, fontsize=9)
+      ax.set_xlabel("step", fontsize=8)
+      ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "loss.png"), dpi=110)
+    plt.close(fig)
+
+  xy = pca_2d(features)
+  fig, ax = plt.subplots(figsize=(4.5, 4.2))
+  ax.scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab20", s=4, alpha=0.8,
+             linewidths=0)
+  ax.set_title(f"{title}: features (PCA), coloured by cluster", fontsize=9)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "embedding.png"), dpi=110)
+  plt.close(fig)
+
+  if labels is not None:
+    counts, classes, groups = matched_confusion(labels, clusters)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    im = ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(groups)), [str(g) for g in groups], fontsize=7)
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
+    ax.set_xlabel("cluster (matched order)", fontsize=8)
+    ax.set_ylabel("label", fontsize=8)
+    if counts.size <= 400:
+      for (i, j), v in np.ndenumerate(counts):
+        if v:
+          ax.text(j, i, str(v), ha="center", va="center", fontsize=5,
+                  color="white" if v > counts.max() / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(f"{title}: confusion", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "confusion.png"), dpi=110)
+    plt.close(fig)
