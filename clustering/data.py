@@ -107,7 +107,7 @@ def _idx(config, split):
   split = split or "train"
   try:
     x, y = idx_lib.load_idx_dir(config.path, split=split)
-  except FileNotFoundError:
+  except ValueError:
     if split != "train":
       raise
     # Only the test files are present (as in ../shared/data/mnist_test).
@@ -202,12 +202,13 @@ def _tfds(config, name, split):
                               download=False)
   except Exception as e:  # TFDS raises several types for "not prepared".
     raise ValueError(
-        f"TFDS dataset {name!r} (split {split!r}) is not prepared on this "
-        f"machine ({type(e).__name__}: {e}). Prepare it once with network "
-        f"access: `tfds build {name}` (or `python -c \"import "
-        f"tensorflow_datasets as tfds; tfds.builder('{name}')"
-        f".download_and_prepare()\"`), optionally with --data_dir, and pass "
-        f"the same directory as data.data_dir.") from e
+        f"TFDS dataset {name!r} (split {split!r}) is not available for random "
+        f"access on this machine ({type(e).__name__}: {e}). Prepare it once, "
+        f"with network access, in the array_record format that "
+        f"tfds.data_source reads: `tfds build {name} "
+        f"--file_format=array_record [--data_dir=DIR]` (or `tfds.builder("
+        f"'{name}', data_dir=DIR).download_and_prepare(file_format="
+        f"'array_record')`), then pass DIR as data.data_dir.") from e
   image_key = config.get("image_key", "image")
   label_key = config.get("label_key", "label")
   features = source.dataset_info.features

@@ -12,6 +12,7 @@ existing run resumes it from its last checkpoint.
 from __future__ import annotations
 
 import datetime
+import logging as logging_std
 import os
 
 from absl import app
@@ -35,12 +36,21 @@ def default_workdir(method: str) -> str:
   return os.path.join("runs", f"{method}-{stamp}")
 
 
+class _QuietOrbax(logging_std.Filter):
+  """Orbax logs every checkpoint step at INFO; keep its warnings only."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in (
+        record.pathname or "")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config.method or "run")
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   logging.info("JAX %s on %s: %d process(es), %d device(s): %s",
                jax.__version__, jax.default_backend(), jax.process_count(),
                jax.device_count(), jax.devices())

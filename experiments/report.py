@@ -139,9 +139,14 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
     keys = [k for k in train[-1] if k not in (
         "step", "phase", "steps_per_sec", "examples_per_sec", "learning_rate",
         "seconds")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3),
+    keys = sorted(keys, key=lambda k: (k != "loss", k))  # loss first
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows),
                              squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax in axes.flat[len(keys):]:
+      ax.axis("off")
+    for ax, key in zip(axes.flat, keys):
       pts = [(r["step"], r[key]) for r in train if r.get(key) is not None]
       if pts:
         ax.plot(*zip(*pts), lw=1.2)

@@ -142,9 +142,12 @@ def dataset_stats(dataset: data_lib.Dataset, *, seed: int,
   return stats, x
 
 
-def make_mesh():
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(devices=None):
+  """1-D ``('data',)`` mesh over ``devices`` (default: all, of all hosts)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def global_batch(x_local: np.ndarray, sharding) -> jax.Array:
@@ -197,7 +200,7 @@ class Trainer:
                                      1.0 - self.config.train.ema_decay)
     new_state = dict(params=params, rest=rest, opt_state=opt_state, ema=ema,
                      step=step + 1)
-    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), **aux)
+    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), **aux)
     return new_state, metrics
 
   def train_step(self, phase: str, x: jax.Array):
@@ -231,7 +234,7 @@ class Trainer:
     params = (self.state["ema"] if use_ema and self.config.train.ema_decay
               else self.state["params"])
     chunk = self.config.eval.batch_size
-    num_devices = jax.device_count()
+    num_devices = self.mesh.size
     chunk = max(num_devices, chunk - chunk % num_devices)
     pieces, labels = [], []
     for start in range(0, dataset.num_examples, chunk):
@@ -272,7 +275,8 @@ def evaluate(trainer: Trainer, dataset: data_lib.Dataset) -> dict:
 
 def train_and_evaluate(config, workdir: str, *,
                        on_step: Callable[[int], None] | None = None,
-                       show_progress: bool = True) -> dict:
+                       show_progress: bool = True,
+                       devices=None) -> dict:
   """Trains and evaluates ``config`` in ``workdir``; returns ``results``.
 
   Args:
@@ -281,12 +285,15 @@ def train_and_evaluate(config, workdir: str, *,
     on_step: called with the number of completed steps after each step
       (tests use it to interrupt a run).
     show_progress: draw the progress bar.
+    devices: the devices to train on (default: every device of every
+      process); tests compare 1 device with 8.
 
   Returns:
     The dict written to ``results.json``.
   """
   t_start = time.perf_counter()
-  num_devices = jax.device_count()
+  mesh = make_mesh(devices)
+  num_devices = mesh.size
   methods.get(config.method)
   validate_config(config, num_devices=num_devices)
   train_ds = data_lib.load(config.data, num_clusters=config.num_clusters)
@@ -298,14 +305,13 @@ def train_and_evaluate(config, workdir: str, *,
                   num_eval_examples=eval_ds.num_examples)
 
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  mesh = make_mesh()
   stats, x_sample = dataset_stats(train_ds, seed=config.seed)
   method = methods.get(config.method)(config,
                                       example_shape=train_ds.example_shape,
                                       stats=stats)
   model = method.create_model(nnx.Rngs(params=config.seed), x_sample)
   trainer = Trainer(config, method, model, mesh)
+  os.makedirs(workdir, exist_ok=True)  # only once the config is known good
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(
       trainer.state["params"]))
   logging.info("%s on %s: %d examples %s, %d parameters, %d device(s).",

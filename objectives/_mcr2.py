@@ -61,8 +61,27 @@ def _embeddings(z, name="z"):
   return z
 
 
+def _logdet_chol(matrices):
+  chol = jnp.linalg.cholesky(matrices)
+  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)),
+                       axis=-1)
+
+
+def _logdet_chol_one_at_a_time(matrices):
+  batch = matrices.shape[:-2]
+  flat = matrices.reshape((-1,) + matrices.shape[-2:])
+  return jax.lax.map(_logdet_chol, flat).reshape(batch)
+
+
 def logdet_spd(matrices: jax.Array) -> jax.Array:
   """``log det`` of symmetric positive-definite matrices via Cholesky.
+
+  On CPU a batch is factorised one matrix at a time: jaxlib's batched LAPACK
+  kernels (Cholesky and the triangular solves of its gradient) fan the batch
+  out over XLA's intra-op thread pool, and with several CPU devices sharing
+  a small pool (8 virtual devices on 2 cores) every pool thread can end up
+  waiting for that fan-out, which deadlocks. GPUs and TPUs keep the batched
+  factorisation.
 
   Args:
     matrices: ``[..., m, m]`` SPD (here always ``I + PSD``).
@@ -70,9 +89,10 @@ def logdet_spd(matrices: jax.Array) -> jax.Array:
   Returns:
     ``[...]`` log-determinants ``2 sum log diag(chol)``.
   """
-  chol = jnp.linalg.cholesky(matrices)
-  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)),
-                       axis=-1)
+  if matrices.ndim == 2:
+    return _logdet_chol(matrices)
+  return jax.lax.platform_dependent(matrices, cpu=_logdet_chol_one_at_a_time,
+                                    default=_logdet_chol)
 
 
 def _identity_plus(scale, gram):
@@ -130,12 +150,11 @@ def cluster_grams(z: jax.Array, membership: jax.Array,
                        optimize=[(0, 1), (0, 1)])
   else:
     # Many clusters (MLC: k = n): one GEMM against row-wise outer products,
-    # O(n d^2) memory instead of O(n^2 d). Only the upper triangle is formed.
-    iu, ju = jnp.triu_indices(d)
-    outer = z[:, iu] * z[:, ju]  # [n, d(d+1)/2]
-    packed = jnp.matmul(membership.T, outer, precision=_HI)
-    grams = jnp.zeros((k, d, d), z.dtype).at[:, iu, ju].set(packed)
-    grams = grams + jnp.swapaxes(jnp.triu(grams, 1), 1, 2)
+    # O(n d^2) memory instead of O(n^2 d). The full outer product (rather
+    # than a gathered triangle) keeps the batch axis free of gathers and
+    # scatters, which XLA's SPMD partitioner handles badly when n is sharded.
+    outer = (z[:, :, None] * z[:, None, :]).reshape(n, d * d)
+    grams = jnp.matmul(membership.T, outer, precision=_HI).reshape(k, d, d)
   return _checks.batch_sum(grams, axis_name)
 
 

@@ -15,7 +15,8 @@ def test_readme_python_snippets_execute():
 
 def test_readme_first_lines_are_the_two_commands():
   lines = [l.strip() for l in README.read_text().splitlines() if l.strip()]
-  assert "python -m experiments.tour" in lines[1]
+  assert lines[1].endswith(
+      "python -m experiments.main --config=configs/mcr2.py")
   assert lines[2] == "python -m pytest -q tests"
   ci = (README.parent / ".ci" / "run").read_text()
   assert lines[2] in ci

@@ -1,0 +1,36 @@
+r"""I-Con's Debiased InfoNCE Clustering.
+
+    python -m experiments.main --config=configs/icon.py
+    python -m experiments.main --config=configs/icon.py:quick
+
+Supervision: the other augmented view plus a kNN graph of the batch
+(k = 3, one walk step), debiased with ``alpha_p``; learned: the cluster
+kernel of the softmax cluster head, debiased with ``alpha_q``; Adam, lr 1e-3.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg)
+  config = default.get_config()
+  config.method = "icon"
+  config.data.batch_size = 512
+  config.model.update(dict(encoder="mlp", hidden=(512, 512),
+                           head_hidden=(512,)))
+  config.objective = ml_collections.ConfigDict(dict(
+      knn_k=3,
+      knn_walks=1,
+      alpha_p=0.6,
+      alpha_q=0.6,
+      temperature=1.0,
+  ))
+  config.optimizer.update(dict(name="adam", learning_rate=1e-3,
+                               schedule="cosine", warmup_steps=50))
+  config.train.update(dict(num_steps=1500, checkpoint_every=500,
+                           eval_every=500, log_every=50))
+  if "quick" in args:
+    default.quick(config)
+  return config

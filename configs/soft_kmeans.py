@@ -1,0 +1,40 @@
+r"""DKM: an autoencoder with annealed soft k-means in its embedding.
+
+    python -m experiments.main --config=configs/soft_kmeans.py
+    python -m experiments.main --config=configs/soft_kmeans.py:quick
+
+Fard et al.'s architecture (d-500-500-2000-z, z = num_clusters), autoencoder
+pre-training, k-means initialisation of the centroids, then
+``reconstruction + kmeans_weight * soft_kmeans_loss`` with the DKM annealing
+of the inverse temperature (alpha_0 = 0.1), advanced every ``anneal_every``
+steps.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg)
+  config = default.get_config()
+  config.method = "soft_kmeans"
+  config.data.batch_size = 256
+  config.data.augment.noise = 0.0
+  config.model.update(dict(encoder="mlp", hidden=(500, 500, 2000), z_dim=10))
+  config.objective = ml_collections.ConfigDict(dict(
+      warmup_steps=1000,
+      alpha_0=0.1,
+      anneal_every=20,
+      kmeans_weight=1.0,
+  ))
+  config.optimizer.update(dict(name="adam", learning_rate=1e-3,
+                               schedule="constant", warmup_steps=0))
+  config.train.update(dict(num_steps=2000, checkpoint_every=500,
+                           eval_every=1000, log_every=50))
+  if "quick" in args:
+    default.quick(config)
+    config.model.hidden = (64, 64)
+    config.objective.warmup_steps = 10
+    config.objective.anneal_every = 2
+  return config

@@ -1,0 +1,36 @@
+r"""SwAV: online clustering with Sinkhorn codes and swapped prediction.
+
+    python -m experiments.main --config=configs/swav.py
+    python -m experiments.main --config=configs/swav.py:quick
+
+One prototype per cluster; codes from 3 Sinkhorn iterations at eps 0.05
+(SwAV's defaults), temperature 0.1, prototypes frozen for the first
+``freeze_prototypes_steps`` steps.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg)
+  config = default.get_config()
+  config.method = "swav"
+  config.data.batch_size = 512
+  config.model.update(dict(encoder="mlp", hidden=(512, 512),
+                           head_hidden=(512,), z_dim=32))
+  config.objective = ml_collections.ConfigDict(dict(
+      epsilon=0.05,
+      sinkhorn_iters=3,
+      temperature=0.1,
+      freeze_prototypes_steps=100,
+  ))
+  config.optimizer.update(dict(name="adam", learning_rate=1e-3,
+                               schedule="cosine", warmup_steps=50))
+  config.train.update(dict(num_steps=1500, checkpoint_every=500,
+                           eval_every=500, log_every=50))
+  if "quick" in args:
+    default.quick(config)
+    config.objective.freeze_prototypes_steps = 5
+  return config

@@ -1,0 +1,132 @@
+"""Data sources, the input order and on-device augmentation."""
+
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from clustering import data
+
+MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..",
+                         "shared", "data", "mnist_test")
+
+
+def cfg(**kw):
+  base = dict(name="digits", path="", labels_path="", data_dir="",
+              image_key="image", label_key="label", kind="gaussian_mixture",
+              num_examples=300, dim=8, separation=4.0, subspace_dim=2,
+              noise=0.05)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def test_digits_are_embedded_images_in_unit_range():
+  ds = data.load(cfg(), num_clusters=10)
+  x, y = ds.all()
+  assert (ds.num_examples, ds.example_shape, ds.num_classes) == (1797, (8, 8, 1),
+                                                                 10)
+  assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+  assert y.shape == (1797,) and set(np.unique(y)) == set(range(10))
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="no MNIST test set")
+def test_idx_falls_back_to_the_test_files_when_no_train_split():
+  ds = data.load(cfg(name="idx", path=MNIST_DIR), num_clusters=10)
+  assert ds.num_examples == 10_000 and ds.example_shape == (28, 28, 1)
+  assert ds.name.endswith(":t10k")
+
+
+def test_idx_without_path_is_a_clear_error():
+  with pytest.raises(ValueError, match="data.path"):
+    data.load(cfg(name="idx"), num_clusters=10)
+
+
+def test_npy_and_npz_features_with_labels():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(50, 6)).astype(np.float32)
+  y = np.arange(50) % 5
+  with tempfile.TemporaryDirectory() as d:
+    np.savez(os.path.join(d, "f.npz"), features=x, labels=y)
+    ds = data.load(cfg(name="npy", path=os.path.join(d, "f.npz")),
+                   num_clusters=5)
+    got_x, got_y = ds.get(np.array([3, 7]))
+    np.testing.assert_array_equal(got_x, x[[3, 7]])
+    np.testing.assert_array_equal(got_y, y[[3, 7]])
+    np.save(os.path.join(d, "f.npy"), x)
+    ds = data.load(cfg(name="npy", path=os.path.join(d, "f.npy")),
+                   num_clusters=5)
+    assert ds.example_shape == (6,) and ds.num_classes is None
+    np.save(os.path.join(d, "bad.npy"), x[:, :, None])
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+      data.load(cfg(name="npy", path=os.path.join(d, "bad.npy")),
+                num_clusters=5)
+
+
+def test_synthetic_mixture_and_subspaces():
+  ds = data.load(cfg(name="synthetic"), num_clusters=3)
+  x, y = ds.all()
+  assert x.shape == (300, 8) and np.bincount(y).tolist() == [100] * 3
+  x, y = data.union_of_subspaces(num_examples=300, num_clusters=3, dim=8,
+                                 subspace_dim=2, noise=0.0)
+  for c in range(3):  # each cluster spans exactly its 2-D subspace
+    assert np.linalg.matrix_rank(x[y == c], tol=1e-4) == 2
+  with pytest.raises(ValueError, match="data.kind"):
+    data.load(cfg(name="synthetic", kind="moons"), num_clusters=3)
+
+
+def test_unknown_source_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown data.name 'cifar'"):
+    data.load(cfg(name="cifar"), num_clusters=10)
+
+
+def test_input_order_is_a_per_epoch_permutation_and_a_function_of_step():
+  order = data.index_dataset(10, seed=3)
+  epoch = np.concatenate([data.batch_indices(order, s, 5) for s in (0, 1)])
+  assert sorted(epoch) == list(range(10))
+  again = data.index_dataset(10, seed=3)
+  np.testing.assert_array_equal(data.batch_indices(order, 7, 5),
+                                data.batch_indices(again, 7, 5))
+  assert not np.array_equal(  # reshuffled every epoch
+      np.concatenate([data.batch_indices(order, s, 5) for s in (0, 1)]),
+      np.concatenate([data.batch_indices(order, s, 5) for s in (2, 3)]))
+  halves = [data.batch_indices(order, 4, 6, process_index=p, process_count=2)
+            for p in (0, 1)]
+  np.testing.assert_array_equal(np.concatenate(halves),
+                                data.batch_indices(order, 4, 6))
+
+
+def test_augment_keeps_shape_and_is_sharding_invariant():
+  x = jnp.asarray(data.load(cfg(), num_clusters=10).get(np.arange(16))[0])
+  key = jax.random.key(0)
+  fn = jax.jit(lambda k, x: data.augment(k, x, noise=0.1, flip=True))
+  out = fn(key, x)
+  assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+  assert float(jnp.mean(jnp.abs(out - x))) > 0.01
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
+  np.testing.assert_allclose(fn(key, sharded), out, atol=1e-6)
+  feats = jnp.ones((4, 3))
+  np.testing.assert_array_equal(data.augment(key, feats), feats)
+
+
+def test_tfds_source_under_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=24):
+    ds = data.load(cfg(name="tfds:mnist"), num_clusters=10)
+    x, y = ds.get(np.array([0, 5, 3]))
+  assert ds.example_shape == (28, 28, 1) and ds.num_classes == 10
+  assert x.shape == (3, 28, 28, 1) and 0 <= x.min() and x.max() <= 1
+  assert y.dtype == np.int32
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare_it():
+  with tempfile.TemporaryDirectory() as d:
+    with pytest.raises(ValueError, match="tfds build mnist"):
+      data.load(cfg(name="tfds:mnist", data_dir=d), num_clusters=10)

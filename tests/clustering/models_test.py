@@ -1,0 +1,66 @@
+"""Encoders, heads and spectral clustering."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from sklearn import cluster as sk_cluster
+
+from clustering import metrics
+from clustering import models
+from clustering import spectral
+
+
+def enc(**kw):
+  base = dict(encoder="mlp", hidden=(16, 8), widths=(4, 8), width=8)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+@pytest.mark.parametrize("name,shape,out", [
+    ("identity", (5,), 5), ("mlp", (8, 8, 1), 8), ("cnn", (8, 8, 1), 8),
+    ("resnet18", (16, 16, 3), 64)])
+def test_encoders_map_batches_to_vectors(name, shape, out):
+  model = models.make_encoder(enc(encoder=name), shape, rngs=nnx.Rngs(0))
+  x = jnp.ones((3,) + shape)
+  assert model(x, train=True).shape == (3, out) and model.out_dim == out
+  assert model(x, train=False).shape == (3, out)
+
+
+def test_resnet18_has_the_cifar_resnet18_parameter_count():
+  model = models.ResNet18(3, width=64, rngs=nnx.Rngs(0))
+  count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  # torchvision-style CIFAR ResNet-18 without its 10-way classifier.
+  assert count == 11_173_962 - (512 * 10 + 10)
+
+
+def test_cnn_on_vectors_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"images \[h, w, c\]"):
+    models.make_encoder(enc(encoder="cnn"), (64,), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="Unknown model.encoder"):
+    models.make_encoder(enc(encoder="vit"), (64,), rngs=nnx.Rngs(0))
+
+
+def test_projection_head_rows_are_unit_norm_and_zero_safe():
+  head = models.ProjectionHead(4, (8,), 3, rngs=nnx.Rngs(0))
+  z = head(jax.random.normal(jax.random.key(0), (5, 4)), train=True)
+  np.testing.assert_allclose(jnp.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+  assert bool(jnp.all(models.l2_normalize(jnp.zeros((2, 3))) == 0))
+
+
+def test_spectral_clustering_matches_scikit_learn():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(4), 30)
+  affinity = 0.02 * rng.random((120, 120))
+  affinity += (labels[:, None] == labels[None]) * rng.uniform(0.5, 1.0,
+                                                              (120, 120))
+  affinity = 0.5 * (affinity + affinity.T)
+  ours = spectral.spectral_clustering(affinity, 4)
+  ref = sk_cluster.SpectralClustering(
+      4, affinity="precomputed", random_state=0).fit_predict(affinity)
+  assert metrics.adjusted_rand_index(ref, ours) == 1.0
+  assert metrics.adjusted_rand_index(labels, ours) == 1.0
+  with pytest.raises(ValueError, match="square"):
+    spectral.spectral_clustering(affinity[:5], 2)

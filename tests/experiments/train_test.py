@@ -1,0 +1,178 @@
+"""The training pipeline end to end: configs, outputs, sharding, resume."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import train
+
+METHODS = ("mcr2", "cpp", "swav", "soft_kmeans", "clam", "icon")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def get_config(method, arg="quick"):
+  module = importlib.import_module(f"configs.{method}")
+  return module.get_config(arg)
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def final_state(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(path)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_quick_config_runs_end_to_end(method, tmp_path):
+  config = get_config(method)
+  results = train.train_and_evaluate(config, str(tmp_path),
+                                     show_progress=False)
+  for key in ("acc", "nmi", "ari", "silhouette"):
+    assert 0.0 <= results[key] <= 1.0 or key == "silhouette", (key, results)
+  assert results["num_steps"] == config.train.num_steps
+  assert results["num_devices"] == jax.device_count()
+  assert np.isfinite(results["final_loss"])
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  for key in ("acc", "nmi", "ari", "silhouette", "final_loss", "num_steps",
+              "seconds", "num_devices"):
+    assert key in on_disk
+  preds = np.load(tmp_path / "predictions.npz")
+  assert preds["index"].shape == preds["cluster"].shape == preds["label"].shape
+  assert preds["cluster"].max() < config.num_clusters
+  for plot in ("loss.png", "confusion.png", "embedding.png"):
+    assert (tmp_path / plot).stat().st_size > 1000
+  steps = sorted(losses(str(tmp_path)))
+  assert steps[-1] == config.train.num_steps
+  # Chance on 10 balanced classes is ACC ~0.1-0.2 with 10 clusters.
+  assert results["acc"] > 0.2, results
+
+
+@pytest.mark.parametrize("method", ["mcr2", "swav"])
+def test_eight_devices_follow_the_one_device_trajectory(method, tmp_path):
+  config = get_config(method)
+  config.train.num_steps = 14  # mcr2: TCR warm-up, then clustering
+  config.train.log_every = 1
+  one = train.train_and_evaluate(config, str(tmp_path / "one"),
+                                 show_progress=False,
+                                 devices=jax.devices()[:1])
+  eight = train.train_and_evaluate(config, str(tmp_path / "eight"),
+                                   show_progress=False)
+  assert (one["num_devices"], eight["num_devices"]) == (1, 8)
+  a, b = losses(str(tmp_path / "one")), losses(str(tmp_path / "eight"))
+  assert sorted(a) == list(range(1, 15))
+  np.testing.assert_allclose([b[s] for s in sorted(a)],
+                             [a[s] for s in sorted(a)], rtol=2e-3, atol=2e-3)
+
+
+class Interrupt(Exception):
+  pass
+
+
+def stop_at(step, exc):
+  def hook(done):
+    if done == step:
+      raise exc()
+  return hook
+
+
+@pytest.mark.parametrize("method,exc", [("mcr2", Interrupt),
+                                        ("soft_kmeans", KeyboardInterrupt)])
+def test_interrupted_and_resumed_equals_uninterrupted(method, exc, tmp_path):
+  """A crash resumes from the last periodic checkpoint; Ctrl-C saves first.
+
+  Both runs cross a phase boundary (MLC's cluster-head copy, DKM's k-means
+  init) between the checkpoint and the interruption.
+  """
+  config = get_config(method)
+  config.train.num_steps = 24
+  config.train.log_every = 1
+  full = train.train_and_evaluate(config, str(tmp_path / "full"),
+                                  show_progress=False)
+  part = str(tmp_path / "part")
+  with pytest.raises(exc):
+    train.train_and_evaluate(config, part, show_progress=False,
+                             on_step=stop_at(17, exc))
+  resumed = train.train_and_evaluate(config, part, show_progress=False)
+  assert resumed["resumed_from"] == (10 if exc is Interrupt else 17)
+  a, b = final_state(str(tmp_path / "full"), 24), final_state(part, 24)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  pa = np.load(tmp_path / "full" / "predictions.npz")
+  pb = np.load(os.path.join(part, "predictions.npz"))
+  np.testing.assert_array_equal(pa["cluster"], pb["cluster"])
+  assert losses(str(tmp_path / "full")) == losses(part)
+  assert full["acc"] == resumed["acc"]
+
+
+def test_a_finished_run_restarted_only_evaluates(tmp_path):
+  config = get_config("clam")
+  first = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  again = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert again["resumed_from"] == config.train.num_steps
+  assert again["acc"] == first["acc"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(method="kmeans++"), "Unknown method 'kmeans\\+\\+'"),
+    (dict(batch_size=60), "divisible by the number of devices, 8"),
+    (dict(num_clusters=2000), "num_clusters=2000 exceeds the 1797"),
+    (dict(batch_size=4096), "batch_size=4096 exceeds the 1797"),
+    (dict(warmup=30), "warmup_steps=30 leaves no clustering steps"),
+    (dict(optimizer="lamb"), "optimizer.name"),
+    (dict(encoder="cnn", data="synthetic"), "needs images"),
+])
+def test_bad_configs_fail_before_training(change, message, tmp_path):
+  config = get_config("mcr2")
+  with config.unlocked():
+    if "method" in change:
+      config.method = change["method"]
+    if "batch_size" in change:
+      config.data.batch_size = change["batch_size"]
+    if "num_clusters" in change:
+      config.num_clusters = change["num_clusters"]
+    if "warmup" in change:
+      config.objective.warmup_steps = change["warmup"]
+    if "optimizer" in change:
+      config.optimizer.name = change["optimizer"]
+    if "encoder" in change:
+      config.model.encoder = change["encoder"]
+      config.data.name = change["data"]
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_tfds_dataset_trains_under_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = get_config("swav")
+  config.data.name = "tfds:mnist"
+  config.model.encoder = "cnn"
+  config.train.num_steps = 6
+  with tfds.testing.mock_data(num_examples=128):
+    results = train.train_and_evaluate(config, str(tmp_path),
+                                       show_progress=False)
+  assert results["data"] == "tfds:mnist:train"
+  assert results["num_examples"] == 128
+
+
+def test_main_command_line(tmp_path):
+  """The README's command, with a quick config and an override."""
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.main",
+       "--config=configs/clam.py:quick", "--config.train.num_steps=12",
+       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "clam on digits: acc" in out.stdout
+  assert "step 12/12" in out.stderr
+  assert json.loads((tmp_path / "results.json").read_text())["num_steps"] == 12
