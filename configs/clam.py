@@ -24,6 +24,7 @@ def get_config(arg=None):
       alpha=0.1,
       num_steps=10,
       mask_fraction=0.2,
+      standardize=True,   # z-score features (the reference setting)
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-2,
                                schedule="cosine", warmup_steps=0))

@@ -2,7 +2,8 @@
 
 Saha et al., "End-to-end Differentiable Clustering with Associative Memories"
 (ICML 2023). The only parameters are ``k`` memories (prototypes) in the
-z-scored input space, initialised from random training samples. Loss: mask a
+z-scored input space (``standardize=False``: the raw input space),
+initialised from random training samples. Loss: mask a
 fraction of each sample's coordinates (filled with the feature mean, 0 after
 z-scoring), evolve the masked coordinates ``num_steps`` steps of the
 associative-memory dynamics, and score the completion on the masked entries
@@ -33,7 +34,15 @@ class ClAM(base.Method):
 
   def normalize(self, x):
     x = x.reshape(x.shape[0], -1)
+    if not self.config.objective.standardize:
+      return x
     return (x - self.stats["feature_mean"]) / self.stats["feature_std"]
+
+  def fill_value(self):
+    """The feature mean: 0 after z-scoring."""
+    if self.config.objective.standardize:
+      return 0.0
+    return jnp.asarray(self.stats["feature_mean"])
 
   def create_model(self, rngs, x_init):
     if self.config.model.encoder != "identity":
@@ -52,7 +61,8 @@ class ClAM(base.Method):
     mask = jax.random.bernoulli(key, obj.mask_fraction, x.shape)
     loss = O.clam_loss(x, model.memories[...], mask.astype(x.dtype),
                        beta=obj.beta, alpha=obj.alpha,
-                       num_steps=obj.num_steps, fill_value=0.0)
+                       num_steps=obj.num_steps,
+                       fill_value=self.fill_value())
     return loss, {"completion_mse": loss}
 
   def outputs(self, model, x):

@@ -176,3 +176,18 @@ def test_main_command_line(tmp_path):
   assert "clam on digits: acc" in out.stdout
   assert "step 12/12" in out.stderr
   assert json.loads((tmp_path / "results.json").read_text())["num_steps"] == 12
+
+
+def test_cpp_on_precomputed_features(tmp_path):
+  """``configs/cpp.py:npy``: CPP's heads on frozen features from a .npz."""
+  from clustering import data
+  x, y = data.union_of_subspaces(num_examples=400, num_clusters=4, dim=24,
+                                 subspace_dim=2, noise=0.02)
+  np.savez(tmp_path / "feats.npz", features=x, labels=y)
+  config = get_config("cpp", "quick,npy")
+  config.data.path = str(tmp_path / "feats.npz")
+  config.num_clusters = 4
+  results = train.train_and_evaluate(config, str(tmp_path / "run"),
+                                     show_progress=False)
+  assert results["data"] == "npy:feats.npz" and results["num_examples"] == 400
+  assert results["acc"] > 0.5, results  # chance is ~0.25-0.3
