@@ -64,3 +64,20 @@ def test_spectral_clustering_matches_scikit_learn():
   assert metrics.adjusted_rand_index(labels, ours) == 1.0
   with pytest.raises(ValueError, match="square"):
     spectral.spectral_clustering(affinity[:5], 2)
+
+
+def test_lanczos_and_dense_spectral_embeddings_agree(monkeypatch):
+  rng = np.random.default_rng(1)
+  labels = np.repeat(np.arange(5), 80)
+  affinity = 0.05 * rng.random((400, 400))
+  affinity += (labels[:, None] == labels[None]) * rng.uniform(0.3, 1.0,
+                                                              (400, 400))
+  dense = spectral.spectral_embedding(affinity, 5)
+  monkeypatch.setattr(spectral, "_DENSE_MAX", 100)
+  lanczos = spectral.spectral_embedding(affinity, 5)
+  # Same subspace up to a rotation: the map between them is orthogonal.
+  np.testing.assert_allclose(
+      np.linalg.svd(np.linalg.lstsq(dense, lanczos, rcond=None)[0],
+                    compute_uv=False), 1.0, atol=1e-3)
+  assert metrics.adjusted_rand_index(
+      labels, spectral.spectral_clustering(affinity, 5)) == 1.0
