@@ -3,7 +3,7 @@
 Plots are written with matplotlib's Agg backend (no display needed):
 ``loss.png`` (loss terms over steps, phases marked), ``confusion.png`` (true
 labels vs clusters, columns in Hungarian-matched order) and ``embedding.png``
-(the learned features projected on their top-2 principal components,
+(the learned features in 2-D, t-SNE up to 3,000 points and PCA above,
 coloured by cluster).
 """
 
@@ -127,6 +127,22 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
   return x @ vt[:2].T
 
 
+def embed_2d(features: np.ndarray, *, tsne_max: int = 3000):
+  """t-SNE (seeded) for up to ``tsne_max`` points, else PCA; and its name.
+
+  Clustering features often lie on near-orthogonal subspaces (MCR^2), which a
+  linear projection piles on top of each other; t-SNE separates them.
+  """
+  x = features.reshape(features.shape[0], -1)
+  if len(x) > tsne_max or x.shape[1] <= 2:
+    return pca_2d(x), "PCA"
+  from sklearn import manifold  # pylint: disable=g-import-not-at-top
+  xy = manifold.TSNE(2, init="pca", random_state=0,
+                     perplexity=min(30.0, (len(x) - 1) / 3)).fit_transform(
+                         x.astype(np.float32))
+  return xy, "t-SNE"
+
+
 def plot_run(workdir: str, records: list[dict], phases, *, features,
              clusters, labels, title: str):
   """Writes loss.png, embedding.png and (with labels) confusion.png."""
@@ -162,11 +178,11 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
     fig.savefig(os.path.join(workdir, "loss.png"), dpi=110)
     plt.close(fig)
 
-  xy = pca_2d(features)
+  xy, how = embed_2d(features)
   fig, ax = plt.subplots(figsize=(4.5, 4.2))
-  ax.scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab20", s=4, alpha=0.8,
-             linewidths=0)
-  ax.set_title(f"{title}: features (PCA), coloured by cluster", fontsize=9)
+  ax.scatter(xy[:, 0], xy[:, 1], c=clusters, s=4, alpha=0.8, linewidths=0,
+             cmap="tab10" if np.max(clusters) < 10 else "tab20")
+  ax.set_title(f"{title}: features ({how}), coloured by cluster", fontsize=9)
   ax.set_xticks([])
   ax.set_yticks([])
   fig.tight_layout()
