@@ -73,15 +73,22 @@ def _logdet_chol_one_at_a_time(matrices):
   return jax.lax.map(_logdet_chol, flat).reshape(batch)
 
 
+def _logdet_chol_cpu(matrices):
+  # Trace-time check: a single CPU device cannot starve its own pool.
+  if len(jax.local_devices(backend="cpu")) > 1:
+    return _logdet_chol_one_at_a_time(matrices)
+  return _logdet_chol(matrices)
+
+
 def logdet_spd(matrices: jax.Array) -> jax.Array:
   """``log det`` of symmetric positive-definite matrices via Cholesky.
 
-  On CPU a batch is factorised one matrix at a time: jaxlib's batched LAPACK
-  kernels (Cholesky and the triangular solves of its gradient) fan the batch
-  out over XLA's intra-op thread pool, and with several CPU devices sharing
-  a small pool (8 virtual devices on 2 cores) every pool thread can end up
-  waiting for that fan-out, which deadlocks. GPUs and TPUs keep the batched
-  factorisation.
+  With several CPU devices a batch is factorised one matrix at a time:
+  jaxlib's batched LAPACK kernels (Cholesky and the triangular solves of its
+  gradient) fan the batch out over XLA's intra-op thread pool, and when
+  several CPU devices share a small pool (8 virtual devices on 2 cores)
+  every pool thread can end up waiting for that fan-out, which deadlocks
+  (jaxlib 0.10). One CPU device, GPUs and TPUs keep the batched call.
 
   Args:
     matrices: ``[..., m, m]`` SPD (here always ``I + PSD``).
@@ -91,7 +98,7 @@ def logdet_spd(matrices: jax.Array) -> jax.Array:
   """
   if matrices.ndim == 2:
     return _logdet_chol(matrices)
-  return jax.lax.platform_dependent(matrices, cpu=_logdet_chol_one_at_a_time,
+  return jax.lax.platform_dependent(matrices, cpu=_logdet_chol_cpu,
                                     default=_logdet_chol)
 
 
@@ -150,11 +157,12 @@ def cluster_grams(z: jax.Array, membership: jax.Array,
                        optimize=[(0, 1), (0, 1)])
   else:
     # Many clusters (MLC: k = n): one GEMM against row-wise outer products,
-    # O(n d^2) memory instead of O(n^2 d). The full outer product (rather
-    # than a gathered triangle) keeps the batch axis free of gathers and
-    # scatters, which XLA's SPMD partitioner handles badly when n is sharded.
-    outer = (z[:, :, None] * z[:, None, :]).reshape(n, d * d)
-    grams = jnp.matmul(membership.T, outer, precision=_HI).reshape(k, d, d)
+    # O(n d^2) memory instead of O(n^2 d). Only the upper triangle is formed.
+    iu, ju = jnp.triu_indices(d)
+    outer = z[:, iu] * z[:, ju]  # [n, d(d+1)/2]
+    packed = jnp.matmul(membership.T, outer, precision=_HI)
+    grams = jnp.zeros((k, d, d), z.dtype).at[:, iu, ju].set(packed)
+    grams = grams + jnp.swapaxes(jnp.triu(grams, 1), 1, 2)
   return _checks.batch_sum(grams, axis_name)
 
 
