@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from absl import logging
 from flax import nnx

@@ -21,7 +21,6 @@ Assignment: spectral clustering on ``Gamma`` of the whole evaluation set.
 from __future__ import annotations
 
 from flax import nnx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
