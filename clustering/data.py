@@ -281,6 +281,28 @@ def batch_indices(order: grain.MapDataset, step: int, batch_size: int,
                      dtype=np.int64, count=per_process)
 
 
+def partner_indices(neighbors: np.ndarray, anchors: np.ndarray, *, seed: int,
+                    step: int, batch_size: int, process_index: int = 0,
+                    process_count: int = 1) -> np.ndarray:
+  """One random neighbour of each anchor of this process's share of batch s.
+
+  Args:
+    neighbors: ``[n, K]`` neighbour indices of every training example.
+    anchors: this process's ``[batch_size / process_count]`` example indices.
+    seed, step: the draw is a function of ``(seed, step)`` only, so a resumed
+      run sees the same pairs.
+    batch_size: the global batch size.
+
+  Returns:
+    ``[len(anchors)]`` int64 partner indices.
+  """
+  per_process = batch_size // process_count
+  pick = np.random.default_rng([seed, step]).integers(
+      0, neighbors.shape[1], size=batch_size)
+  pick = pick[process_index * per_process:(process_index + 1) * per_process]
+  return neighbors[anchors, pick].astype(np.int64)
+
+
 # ------------------------------------------------------------ augmentation
 
 
@@ -303,14 +325,33 @@ def _resized_crop(image, key, *, scale, max_shift):
       antialias=True)
 
 
+def _rotate(image, angle):
+  """Rotates ``[h, w, c]`` by ``angle`` radians about its centre (bilinear,
+  zeros outside)."""
+  h, w, c = image.shape
+  ii, jj = jnp.meshgrid(jnp.arange(h, dtype=image.dtype),
+                        jnp.arange(w, dtype=image.dtype), indexing="ij")
+  ci, cj = (h - 1) / 2, (w - 1) / 2
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  src_i = ci + cos * (ii - ci) - sin * (jj - cj)
+  src_j = cj + sin * (ii - ci) + cos * (jj - cj)
+  return jnp.stack([
+      jax.scipy.ndimage.map_coordinates(image[..., ch], [src_i, src_j],
+                                        order=1, mode="constant")
+      for ch in range(c)], axis=-1)
+
+
 def augment(key: jax.Array, x: jax.Array, *, crop_scale: Sequence[float] =
             (0.5, 1.0), max_shift: float = 1.0, flip: bool = False,
-            noise: float = 0.0) -> jax.Array:
+            noise: float = 0.0, rotation: float = 0.0) -> jax.Array:
   """One random view of each example, computed on device.
 
   Images get a random resized crop (area fraction ``crop_scale``, aspect
-  3/4..4/3, extra shift of up to ``max_shift`` pixels), an optional horizontal
-  flip (not for digits), and Gaussian noise; features get only the noise.
+  3/4..4/3, extra shift of up to ``max_shift`` pixels), a random rotation of
+  up to ``rotation`` degrees either way (digits: it hides the slant, which
+  otherwise competes with the class as a way to split 4s and 9s), an
+  optional horizontal flip (not for digits), and Gaussian noise; features
+  get only the noise.
   Random numbers are drawn for the whole global batch, so a sharded batch sees
   the same views as an unsharded one.
 
@@ -326,6 +367,11 @@ def augment(key: jax.Array, x: jax.Array, *, crop_scale: Sequence[float] =
     keys = jax.random.split(k_crop, x.shape[0])
     x = jax.vmap(lambda im, k: _resized_crop(
         im, k, scale=tuple(crop_scale), max_shift=max_shift))(x, keys)
+    if rotation:
+      angles = jax.random.uniform(jax.random.fold_in(k_crop, 1),
+                                  (x.shape[0],), minval=-1.0, maxval=1.0)
+      x = jax.vmap(_rotate)(x, angles * np.deg2rad(rotation).astype(
+          np.float32))
     if flip:
       do_flip = jax.random.bernoulli(k_flip, 0.5, (x.shape[0], 1, 1, 1))
       x = jnp.where(do_flip, x[:, :, ::-1], x)

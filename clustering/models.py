@@ -67,13 +67,22 @@ class MLP(nnx.Module):
 
 
 class SmallCNN(nnx.Module):
-  """Conv3x3-BN-ReLU blocks, a 2x2 max-pool after each but the last, GAP."""
+  """Conv-BN-ReLU blocks, a 2x2 max-pool after each but the last, GAP.
+
+  The first conv is ``stem_kernel`` wide with stride ``stem_stride``; the
+  others are 3x3, stride 1.
+  """
 
   def __init__(self, in_channels: int, widths: Sequence[int], *,
-               rngs: nnx.Rngs):
+               stem_stride: int = 1, stem_kernel: int = 3, rngs: nnx.Rngs):
     chans = [in_channels, *widths]
-    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), use_bias=False, rngs=rngs)
-                           for a, b in zip(chans[:-1], chans[1:])])
+    # A strided stem (e.g. 5x5, stride 2) makes 28x28 inputs ~5x cheaper on
+    # CPU at little cost in accuracy.
+    self.convs = nnx.List([
+        nnx.Conv(a, b, (stem_kernel, stem_kernel) if i == 0 else (3, 3),
+                 strides=stem_stride if i == 0 else 1, use_bias=False,
+                 rngs=rngs)
+        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))])
     self.norms = nnx.List([nnx.BatchNorm(b, rngs=rngs) for b in chans[1:]])
     self.out_dim = chans[-1]
 
@@ -170,7 +179,9 @@ def make_encoder(config, example_shape: Sequence[int], *, rngs: nnx.Rngs):
                        f"data has examples of shape {example_shape}. Use "
                        "'mlp' or 'identity' for feature vectors.")
     if name == "cnn":
-      return SmallCNN(example_shape[-1], tuple(config.widths), rngs=rngs)
+      return SmallCNN(example_shape[-1], tuple(config.widths),
+                      stem_stride=config.get("stem_stride", 1),
+                      stem_kernel=config.get("stem_kernel", 3), rngs=rngs)
     return ResNet18(example_shape[-1], width=config.get("width", 64),
                     rngs=rngs)
   raise ValueError(f"Unknown model.encoder {name!r}; expected 'identity', "

@@ -29,13 +29,16 @@ def get_config():
       noise=0.05,
       batch_size=256,    # global, over all devices and processes
       augment=ml_collections.ConfigDict(dict(
-          crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0)),
+          crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,
+          rotation=0.0)),
   ))
 
   config.model = ml_collections.ConfigDict(dict(
       encoder="mlp",           # identity | mlp | cnn | resnet18
       hidden=(512, 512),       # mlp widths
       widths=(32, 64, 128),    # cnn channels
+      stem_stride=1,           # cnn: stride of the first conv
+      stem_kernel=3,           # cnn: size of the first conv
       width=64,                # resnet18 base width
       head_hidden=(512,),
       z_dim=32,
@@ -83,4 +86,18 @@ def quick(config, *, num_steps=30):
   config.train.checkpoint_every = 10
   config.train.eval_every = num_steps
   config.train.log_every = 5
+  return config
+
+
+MNIST_DIR = "../shared/data/mnist_test"
+
+
+def mnist(config, *, path=MNIST_DIR):
+  """MNIST-test (10,000 real 28x28 test digits, IDX files in ``path``) with
+  a small CNN whose strided 5x5 stem keeps a CPU step cheap."""
+  config.data.update(dict(name="idx", path=path))
+  config.data.augment.update(dict(crop_scale=(0.7, 1.0), max_shift=2.0,
+                                  rotation=20.0))
+  config.model.update(dict(encoder="cnn", widths=(32, 64, 128),
+                           stem_stride=2, stem_kernel=5))
   return config

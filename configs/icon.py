@@ -21,7 +21,9 @@ def get_config(arg=None):
   config.model.update(dict(encoder="mlp", hidden=(512, 512),
                            head_hidden=(512,)))
   config.objective = ml_collections.ConfigDict(dict(
-      knn_k=3,
+      neighbors="batch",  # batch | input (kNN over the training set)
+      num_neighbors=5,    # 'input': neighbours mined per example
+      knn_k=3,            # 'batch': kNN graph of the batch
       knn_walks=1,
       alpha_p=0.6,
       alpha_q=0.6,
@@ -31,6 +33,12 @@ def get_config(arg=None):
                                schedule="cosine", warmup_steps=50))
   config.train.update(dict(num_steps=1500, checkpoint_every=500,
                            eval_every=500, log_every=50))
+  if "mnist" in args:
+    # kNN supervision over the whole training set, mined on the pixels.
+    default.mnist(config)
+    config.data.batch_size = 256
+    config.objective.update(dict(neighbors="input", num_neighbors=5,
+                                 alpha_p=0.2, alpha_q=0.2))
   if "quick" in args:
     default.quick(config)
   return config

@@ -309,6 +309,7 @@ def train_and_evaluate(config, workdir: str, *,
   method = methods.get(config.method)(config,
                                       example_shape=train_ds.example_shape,
                                       stats=stats)
+  method.prepare(train_ds)
   model = method.create_model(nnx.Rngs(params=config.seed), x_sample)
   trainer = Trainer(config, method, model, mesh)
   os.makedirs(workdir, exist_ok=True)  # only once the config is known good
@@ -359,8 +360,14 @@ def train_and_evaluate(config, workdir: str, *,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
       x, _ = train_ds.get(idx)
-      pending.append(trainer.train_step(phase, global_batch(x,
-                                                            trainer.sharded)))
+      if method.neighbors is not None:
+        partners = data_lib.partner_indices(
+            method.neighbors, idx, seed=config.seed, step=step, batch_size=b,
+            process_index=jax.process_index(),
+            process_count=jax.process_count())
+        x = (x, train_ds.get(partners)[0])
+      batch = jax.tree.map(lambda a: global_batch(a, trainer.sharded), x)
+      pending.append(trainer.train_step(phase, batch))
       step += 1
       if step % config.train.log_every == 0 or step == num_steps:
         logged = jax.device_get(pending)

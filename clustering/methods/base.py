@@ -13,7 +13,13 @@ and, on the host:
   (e.g. MCR^2's TCR warm-up) and ``start_phase`` may re-initialise part of
   the model from the training data when a phase begins (MLC's one-shot
   cluster-head init, DKM's k-means init of the centroids);
-* ``assign(outputs) -> clusters [m]``: the method's own assignment rule.
+* ``assign(outputs) -> clusters [m]``: the method's own assignment rule;
+* ``prepare(dataset)``: host-side work on the training set before step 0,
+  a deterministic function of the data and the config (so a resumed run
+  redoes it identically). A method that sets ``self.neighbors`` (``[n, K]``
+  training-set indices) there is trained on pairs: batch ``s`` is then
+  ``(anchors, partners)``, each partner one of its anchor's ``K`` neighbours
+  drawn from ``(seed, s)``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class Method:
   """Base class; subclasses fill in the model, the loss and the assignment."""
 
   name = "base"
+  neighbors: np.ndarray | None = None
 
   def __init__(self, config, *, example_shape, stats: dict):
     """``stats``: training-set ``channel_mean``/``channel_std`` (per last-axis
@@ -61,6 +68,10 @@ class Method:
     """Hook at the first step of ``phase``; may modify ``model`` in place."""
     del phase, model, train_outputs
 
+  def prepare(self, dataset: data_lib.Dataset) -> None:
+    """Host-side preparation on the training set (see the module doc)."""
+    del dataset
+
   # ------------------------------------------------------------- training
   def normalize(self, x: jax.Array) -> jax.Array:
     """Standardises inputs with the training set's per-channel statistics."""
@@ -73,7 +84,8 @@ class Method:
     return jnp.stack([
         self.normalize(data_lib.augment(
             k, x, crop_scale=tuple(aug.crop_scale), max_shift=aug.max_shift,
-            flip=aug.flip, noise=aug.noise)) for k in keys])
+            flip=aug.flip, noise=aug.noise,
+            rotation=aug.get("rotation", 0.0))) for k in keys])
 
   def loss(self, model, x, key, step, phase):
     raise NotImplementedError

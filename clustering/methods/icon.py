@@ -3,11 +3,21 @@
 Alshammari et al., "I-Con: A Unifying Framework for Representation Learning"
 (ICLR 2025). A backbone with a linear-softmax cluster head gives cluster
 probabilities ``P [2B, k]`` for two augmented views of a batch. The learned
-kernel is the cluster kernel ``q(j|i) = sum_c P_ic P_jc / sum_l P_lc``; the
-supervisory kernel mixes the augmentation kernel (the other view) with a
-kNN graph (``knn_k`` neighbours, ``knn_walks`` walk steps) of the batch in
-input space. Both are debiased, ``(1 - alpha) p + alpha / n``, and the loss is
-the mean KL :func:`objectives.icon_loss`. Assignment: ``argmax_c P``.
+kernel is the cluster kernel ``q(j|i) = sum_c P_ic P_jc / sum_l P_lc``. The
+supervisory kernel comes from ``objective.neighbors``:
+
+* ``'batch'``: the augmentation kernel (the other view) mixed with a kNN
+  graph (``knn_k`` neighbours, ``knn_walks`` walk steps) of the batch in
+  input space;
+* ``'input'``: I-Con's kNN kernel over the whole training set, sampled.
+  Before training, each example's ``num_neighbors`` nearest neighbours are
+  mined in the input space (:mod:`clustering.neighbors`; raw pixels, or
+  pre-trained features given as ``data.name='npy'``); each batch pairs ``B``
+  anchors with one random neighbour each, both augmented, and ``p(j|i)``
+  puts its mass on the pair partner.
+
+Both kernels are debiased, ``(1 - alpha) p + alpha / n``, and the loss is the
+mean KL :func:`objectives.icon_loss`. Assignment: ``argmax_c P``.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import numpy as np
 
 import objectives as O
 from clustering import models
+from clustering import neighbors as neighbors_lib
 from clustering.methods import base
 
 
@@ -46,17 +57,37 @@ class ICon(base.Method):
     return IConModel(encoder, head_hidden=tuple(m.head_hidden),
                      num_clusters=self.num_clusters, rngs=rngs)
 
+  def prepare(self, dataset):
+    obj = self.config.objective
+    if obj.neighbors == "batch":
+      return
+    if obj.neighbors != "input":
+      raise ValueError("objective.neighbors must be 'batch' or 'input'; got "
+                       f"{obj.neighbors!r}.")
+    x, _ = dataset.all()
+    flat = x.reshape(len(x), -1)
+    flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"] \
+        if not dataset.is_image else flat
+    self.neighbors = neighbors_lib.nearest_neighbors(
+        flat, obj.num_neighbors, metric="cosine")
+
   def loss(self, model, x, key, step, phase):
     del step, phase
     obj = self.config.objective
-    views = self.views(key, x, 2)
-    b = x.shape[0]
+    if isinstance(x, (tuple, list)):  # (anchors, partners)
+      anchors, partners = x
+      k_a, k_p = jax.random.split(key)
+      views = jnp.stack([self.views(k_a, anchors, 1)[0],
+                         self.views(k_p, partners, 1)[0]])
+    else:
+      views = self.views(key, x, 2)
+    b = views.shape[1]
     flat = views.reshape((2 * b,) + views.shape[2:])
     _, logits = model(flat, train=True)
     probs = jax.nn.softmax(logits / obj.temperature, axis=-1)
     ids = jnp.tile(jnp.arange(b), 2)
     supervision = [O.augmentation_kernel(ids)]
-    if obj.knn_k:
+    if obj.knn_k and obj.neighbors == "batch":
       supervision.append(O.knn_kernel(flat.reshape(2 * b, -1), k=obj.knn_k,
                                       walks=obj.knn_walks))
     log_p = O.debias(O.mixture_kernel(*supervision), alpha=obj.alpha_p)

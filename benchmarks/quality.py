@@ -1,0 +1,305 @@
+r"""Clustering quality leaderboard: every recipe and the classical baselines.
+
+    python -m benchmarks.quality --datasets=digits,mnist_test --out=DIR
+    python -m benchmarks.quality --methods=mcr2,sklearn_kmeans --seeds=0,1,2
+    python -m benchmarks.quality --quick --datasets=digits --methods=clam
+
+Each deep method is trained from scratch by its config (``configs/<name>.py``
+with the dataset's preset, ``:mnist`` on MNIST-test) and evaluated by its own
+assignment rule, on every example of the dataset. In the same run the
+baselines a scikit-learn user would pick instead are fitted on the raw pixels
+(in [0, 1]): ``sklearn_kmeans`` (n_init=10), ``sklearn_spectral`` (kNN-10
+affinity graph), ``sklearn_gmm`` (full covariances on a 50-d PCA), plus our
+``jax_kmeans`` (:func:`clustering.kmeans`, n_init=10).
+
+Writes to ``--out``:
+
+* ``results.json``: one row per (dataset, method, seed): ``acc``, ``nmi``,
+  ``ari``, ``silhouette`` (in the method's own feature space),
+  ``silhouette_input`` (on the raw pixels, the same space for every method),
+  ``seconds`` (training + assignment wall time), ``seed``;
+* ``<dataset>/<method>.npz``: ``index``, ``cluster``, ``label`` (first seed);
+* ``results.md``: mean ± std over seeds, and ``<dataset>.png`` bar charts
+  of ACC/NMI per method;
+* ``<dataset>/runs/<method>/seed<s>/``: each deep run's workdir (metrics,
+  plots, checkpoints). A run whose ``results.json`` is already there is not
+  trained again, so an interrupted benchmark continues where it stopped.
+
+MNIST-test is read from ``--mnist_dir`` (default ``../shared/data/mnist_test``
+next to the repository); it is skipped with a message when absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pathlib
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from clustering import data as data_lib
+from clustering import metrics as metrics_lib
+
+DEEP_METHODS = ("mcr2", "cpp", "swav", "soft_kmeans", "clam", "icon")
+BASELINES = ("jax_kmeans", "sklearn_kmeans", "sklearn_spectral",
+             "sklearn_gmm")
+ALL_METHODS = DEEP_METHODS + BASELINES
+DATASETS = ("digits", "mnist_test")
+
+_DATASETS = flags.DEFINE_list("datasets", list(DATASETS),
+                              f"Datasets, from {DATASETS}.")
+_METHODS = flags.DEFINE_list("methods", list(ALL_METHODS),
+                             f"Methods, from {ALL_METHODS}.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; > 1 reports mean ± std.")
+_OUT = flags.DEFINE_string("out", "runs/quality", "Output directory.")
+_QUICK = flags.DEFINE_bool(
+    "quick", False, "Each deep config's :quick variant (seconds; for tests).")
+_MNIST = flags.DEFINE_string(
+    "mnist_dir",
+    str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test"),
+    "Folder with the MNIST t10k IDX files.")
+
+
+# ------------------------------------------------------------------ data
+
+
+def dataset_config(dataset: str, mnist_dir: str):
+  """The ``config.data`` fields that select ``dataset``."""
+  if dataset == "digits":
+    return dict(name="digits", path="")
+  if dataset == "mnist_test":
+    return dict(name="idx", path=mnist_dir)
+  raise ValueError(f"Unknown dataset {dataset!r}; expected one of "
+                   f"{DATASETS}.")
+
+
+def available(dataset: str, mnist_dir: str) -> bool:
+  if dataset == "mnist_test":
+    return (pathlib.Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").exists() \
+        or (pathlib.Path(mnist_dir) / "t10k-images-idx3-ubyte").exists()
+  return True
+
+
+def method_config(method: str, dataset: str, *, mnist_dir: str, seed: int,
+                  quick: bool):
+  """``configs/<method>.py`` with the dataset's preset (and ``quick``)."""
+  args = [a for a in ("mnist" if dataset == "mnist_test" else "",
+                      "quick" if quick else "") if a]
+  config = importlib.import_module(f"configs.{method}").get_config(
+      ",".join(args))
+  config.data.update(dataset_config(dataset, mnist_dir))
+  config.seed = seed
+  return config
+
+
+# ------------------------------------------------------------- baselines
+
+
+def run_baseline(method: str, x: np.ndarray, k: int, seed: int) -> np.ndarray:
+  """Cluster ids ``[n]`` from a baseline fitted on flattened inputs ``x``."""
+  if method == "jax_kmeans":
+    from clustering.kmeans import kmeans  # pylint: disable=g-import-not-at-top
+    return np.asarray(kmeans(x, k, n_init=10, seed=seed).labels)
+  from sklearn import cluster, decomposition, mixture  # pylint: disable=g-import-not-at-top
+  if method == "sklearn_kmeans":
+    return cluster.KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+  if method == "sklearn_spectral":
+    return cluster.SpectralClustering(
+        k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed,
+        n_jobs=-1).fit_predict(x)
+  if method == "sklearn_gmm":
+    z = decomposition.PCA(min(50, x.shape[1]), random_state=seed
+                          ).fit_transform(x)
+    return mixture.GaussianMixture(k, covariance_type="full",
+                                   random_state=seed).fit(z).predict(z)
+  raise ValueError(f"Unknown baseline {method!r}.")
+
+
+# ------------------------------------------------------------------ runs
+
+
+def silhouette_on(x: np.ndarray, clusters: np.ndarray, seed: int):
+  if not 1 < len(np.unique(clusters)) < len(clusters):
+    return float("nan")
+  from sklearn.metrics import silhouette_score  # pylint: disable=g-import-not-at-top
+  return float(silhouette_score(x, clusters, random_state=seed))
+
+
+def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
+            labels: np.ndarray, quick: bool, mnist_dir: str) -> dict:
+  """Trains/fits one (method, dataset, seed); returns its results row."""
+  k = int(len(np.unique(labels)))
+  if method in DEEP_METHODS:
+    from experiments import train  # pylint: disable=g-import-not-at-top
+    workdir = os.path.join(out, dataset, "runs", method, f"seed{seed}")
+    done = os.path.join(workdir, "results.json")
+    if os.path.exists(done):
+      logging.info("%s/%s seed %d: reusing %s", dataset, method, seed, done)
+      with open(done) as f:
+        res = json.load(f)
+    else:
+      config = method_config(method, dataset, mnist_dir=mnist_dir, seed=seed,
+                             quick=quick)
+      res = train.train_and_evaluate(config, workdir, show_progress=False)
+    pred = np.load(os.path.join(workdir, "predictions.npz"))
+    clusters = pred["cluster"]
+    scores = {key: res[key] for key in ("acc", "nmi", "ari", "silhouette")}
+    seconds = res["seconds"]
+  else:
+    t0 = time.perf_counter()
+    clusters = np.asarray(run_baseline(method, x, k, seed)).astype(np.int32)
+    seconds = time.perf_counter() - t0
+    scores = metrics_lib.clustering_metrics(labels, clusters, x)
+  row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,
+             **{key: float(v) for key, v in scores.items()},
+             silhouette_input=silhouette_on(x, clusters, seed),
+             num_clusters_used=int(len(np.unique(clusters))))
+  return row, clusters
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """Mean and std over seeds per (dataset, method), in run order."""
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for r in rows:
+    groups.setdefault((r["dataset"], r["method"]), []).append(r)
+  out = []
+  for (dataset, method), rs in groups.items():
+    s = dict(dataset=dataset, method=method, seeds=[r["seed"] for r in rs])
+    for key in ("acc", "nmi", "ari", "silhouette", "silhouette_input",
+                "seconds"):
+      vals = np.array([r[key] for r in rs], np.float64)
+      s[key], s[key + "_std"] = float(np.mean(vals)), float(np.std(vals))
+    out.append(s)
+  return out
+
+
+def _fmt(s, key, digits=3):
+  if len(s["seeds"]) > 1:
+    return f"{s[key]:.{digits}f} ± {s[key + '_std']:.{digits}f}"
+  return f"{s[key]:.{digits}f}"
+
+
+def markdown(summary: list[dict]) -> str:
+  lines = []
+  for dataset in dict.fromkeys(s["dataset"] for s in summary):
+    rows = [s for s in summary if s["dataset"] == dataset]
+    seeds = rows[0]["seeds"]
+    lines += [f"### {dataset} (seeds {', '.join(map(str, seeds))})", "",
+              "| method | ACC | NMI | ARI | silhouette (own space) | "
+              "silhouette (pixels) | seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for s in rows:
+      lines.append(
+          f"| {s['method']} | {_fmt(s, 'acc')} | {_fmt(s, 'nmi')} | "
+          f"{_fmt(s, 'ari')} | {_fmt(s, 'silhouette')} | "
+          f"{_fmt(s, 'silhouette_input')} | {_fmt(s, 'seconds', 0)} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot(summary: list[dict], out: str) -> list[str]:
+  """One bar chart of ACC and NMI per method for each dataset."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  paths = []
+  for dataset in dict.fromkeys(s["dataset"] for s in summary):
+    rows = [s for s in summary if s["dataset"] == dataset]
+    names = [s["method"] for s in rows]
+    pos = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(rows) + 2), 3.8))
+    for offset, key, colour in ((-0.2, "acc", "tab:blue"),
+                                (0.2, "nmi", "tab:orange")):
+      ax.bar(pos + offset, [s[key] for s in rows], 0.4,
+             yerr=[s[key + "_std"] for s in rows], label=key.upper(),
+             color=colour, capsize=2)
+    ax.set_xticks(pos, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Clustering quality on {dataset}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = os.path.join(out, f"{dataset}.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def benchmark(*, datasets, methods, seeds, out, quick=False,
+              mnist_dir=_MNIST.default) -> list[dict]:
+  """Runs the leaderboard; writes and returns the per-run rows."""
+  for m in methods:
+    if m not in ALL_METHODS:
+      raise ValueError(f"Unknown method {m!r} in --methods; expected some "
+                       f"of {ALL_METHODS}.")
+  for d in datasets:
+    if d not in DATASETS:
+      raise ValueError(f"Unknown dataset {d!r} in --datasets; expected some "
+                       f"of {DATASETS}.")
+  os.makedirs(out, exist_ok=True)
+  rows = []
+  jobs = [(d, m, s) for d in datasets if available(d, mnist_dir)
+          for m in methods for s in seeds]
+  for d in datasets:
+    if not available(d, mnist_dir):
+      print(f"Skipping {d}: no MNIST test files in {mnist_dir} "
+            "(pass --mnist_dir).", flush=True)
+  t_start, loaded = time.perf_counter(), {}
+  for i, (dataset, method, seed) in enumerate(jobs):
+    if dataset not in loaded:
+      ds = data_lib.load(
+          _data_config(dataset, mnist_dir), num_clusters=10)
+      x, labels = ds.all()
+      loaded[dataset] = (x.reshape(len(x), -1).astype(np.float32),
+                         labels.astype(np.int64))
+    x, labels = loaded[dataset]
+    row, clusters = run_one(method, dataset, seed, out=out, x=x,
+                            labels=labels, quick=quick, mnist_dir=mnist_dir)
+    rows.append(row)
+    if seed == seeds[0]:
+      os.makedirs(os.path.join(out, dataset), exist_ok=True)
+      np.savez(os.path.join(out, dataset, f"{method}.npz"),
+               index=np.arange(len(labels)), cluster=clusters, label=labels)
+    elapsed = time.perf_counter() - t_start
+    eta = elapsed / (i + 1) * (len(jobs) - i - 1)
+    print(f"[{i + 1}/{len(jobs)}] {dataset:10s} {method:16s} seed {seed}: "
+          f"ACC {row['acc']:.3f} NMI {row['nmi']:.3f} ARI {row['ari']:.3f} "
+          f"({row['seconds']:.0f} s; elapsed {elapsed / 60:.1f} min, "
+          f"ETA {eta / 60:.1f} min)", flush=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+      json.dump(rows, f, indent=1)
+  summary = summarize(rows)
+  table = markdown(summary)
+  charts = plot(summary, out) if summary else []
+  with open(os.path.join(out, "results.md"), "w") as f:
+    f.write(table)
+    for path in charts:
+      f.write(f"\n![{os.path.basename(path)}]({os.path.basename(path)})\n")
+  print(table)
+  return rows
+
+
+def _data_config(dataset, mnist_dir):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config().data
+  config.update(dataset_config(dataset, mnist_dir))
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  benchmark(datasets=_DATASETS.value, methods=_METHODS.value,
+            seeds=[int(s) for s in _SEEDS.value], out=_OUT.value,
+            quick=_QUICK.value, mnist_dir=_MNIST.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
