@@ -25,11 +25,23 @@ def get_config(arg=None):
       num_steps=10,
       mask_fraction=0.2,
       standardize=True,   # z-score features (the reference setting)
+      warmup_steps=0,     # encoder='mlp': autoencoder pre-training steps
+      clam_weight=1.0,    # encoder='mlp': weight of ClAM vs reconstruction
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-2,
                                schedule="cosine", warmup_steps=0))
   config.train.update(dict(num_steps=1500, checkpoint_every=500,
                            eval_every=500, log_every=50))
+  if "mnist" in args:
+    # ClAM in the latent space of an MLP autoencoder (DKM's shape), trained
+    # end to end after a reconstruction warm-up.
+    default.mnist(config, cnn=False)
+    config.model.update(dict(encoder="mlp", hidden=(500, 500, 2000),
+                             z_dim=10))
+    config.objective.update(dict(warmup_steps=2000, clam_weight=1.0,
+                                 standardize=False))
+    config.optimizer.update(dict(learning_rate=1e-3, schedule="constant"))
+    config.train.update(dict(num_steps=3000, eval_every=1500))
   if "quick" in args:
     default.quick(config)
   return config

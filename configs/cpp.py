@@ -22,6 +22,8 @@ def get_config(arg=None):
   config.method = "cpp"
   config.objective.update(dict(eps_sq=0.1, eta=0.175, differentiation="cpp",
                                frobenius_weight=0.05))
+  if "mnist" in args:
+    config.eval.num_clusters_candidates = (5, 8, 10, 12, 15, 20)
   if "npy" in args:
     # Frozen features: the heads are the whole model; views differ by noise.
     config.data.name = "npy"

@@ -39,6 +39,11 @@ def get_config(arg=None):
                                schedule="cosine", warmup_steps=50))
   config.train.update(dict(num_steps=1200, checkpoint_every=300,
                            eval_every=600, log_every=50))
+  if "mnist" in args:
+    default.mnist(config)
+    config.objective.warmup_steps = 400
+    config.train.update(dict(num_steps=1000, checkpoint_every=250,
+                             eval_every=500))
   if "quick" in args:
     default.quick(config)
     config.objective.warmup_steps = 10

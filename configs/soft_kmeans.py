@@ -32,6 +32,10 @@ def get_config(arg=None):
                                schedule="constant", warmup_steps=0))
   config.train.update(dict(num_steps=2000, checkpoint_every=500,
                            eval_every=1000, log_every=50))
+  if "mnist" in args:
+    default.mnist(config, cnn=False)  # DKM's MLP autoencoder on pixels
+    config.objective.warmup_steps = 2000
+    config.train.update(dict(num_steps=3000, eval_every=1500))
   if "quick" in args:
     default.quick(config)
     config.model.hidden = (64, 64)

@@ -30,6 +30,9 @@ def get_config(arg=None):
                                schedule="cosine", warmup_steps=50))
   config.train.update(dict(num_steps=1500, checkpoint_every=500,
                            eval_every=500, log_every=50))
+  if "mnist" in args:
+    default.mnist(config)
+    config.data.batch_size = 256
   if "quick" in args:
     default.quick(config)
     config.objective.freeze_prototypes_steps = 5

@@ -254,10 +254,23 @@ class Trainer:
     return outs, labels
 
 
-def evaluate(trainer: Trainer, dataset: data_lib.Dataset) -> dict:
-  """Cluster assignments of ``dataset`` and their metrics."""
+def evaluate(trainer: Trainer, dataset: data_lib.Dataset, *,
+             final: bool = False) -> dict:
+  """Cluster assignments of ``dataset`` and their metrics.
+
+  With ``final``, a method that can estimate the number of clusters does so
+  over ``config.eval.num_clusters_candidates`` (when given).
+  """
   outputs, labels = trainer.outputs(dataset)
   clusters = trainer.method.assign(outputs)
+  extra = {}
+  candidates = tuple(trainer.config.eval.get("num_clusters_candidates", ()))
+  if final and candidates and hasattr(trainer.method,
+                                      "estimate_num_clusters"):
+    estimate = trainer.method.estimate_num_clusters(outputs, candidates)
+    extra = dict(num_clusters_estimate=estimate["num_clusters"],
+                 coding_length={str(k): v for k, v in
+                                estimate["coding_length"].items()})
   features = outputs["features"].reshape(len(clusters), -1)
   if labels is not None:
     scores = metrics_lib.clustering_metrics(labels, clusters, features)
@@ -267,7 +280,7 @@ def evaluate(trainer: Trainer, dataset: data_lib.Dataset) -> dict:
                       clusters, clusters, features)["silhouette"])
   scores["num_clusters_used"] = int(np.unique(clusters).size)
   return dict(scores=scores, clusters=clusters, labels=labels,
-              features=features)
+              features=features, extra=extra)
 
 
 # -------------------------------------------------------------------- run
@@ -405,9 +418,10 @@ def train_and_evaluate(config, workdir: str, *,
   if not np.isfinite(last_loss) and start_step == num_steps:
     records = [r for r in writer.read() if "loss" in r]
     last_loss = records[-1]["loss"] if records else float("nan")
-  ev = evaluate(trainer, eval_ds)
+  ev = evaluate(trainer, eval_ds, final=True)
   seconds = time.perf_counter() - t_start
-  results = dict(ev["scores"], final_loss=last_loss, num_steps=num_steps,
+  results = dict(ev["scores"], **ev["extra"], final_loss=last_loss,
+                 num_steps=num_steps,
                  resumed_from=start_step, seconds=seconds,
                  num_devices=num_devices, num_processes=jax.process_count(),
                  method=config.method, data=train_ds.name,

@@ -1,14 +1,22 @@
 """Clustering with associative memories (ClAM).
 
 Saha et al., "End-to-end Differentiable Clustering with Associative Memories"
-(ICML 2023). The only parameters are ``k`` memories (prototypes) in the
-z-scored input space (``standardize=False``: the raw input space),
-initialised from random training samples. Loss: mask a
-fraction of each sample's coordinates (filled with the feature mean, 0 after
-z-scoring), evolve the masked coordinates ``num_steps`` steps of the
-associative-memory dynamics, and score the completion on the masked entries
-(:func:`objectives.clam_loss`). Assignment: evolve the full input, take the
-nearest memory. Silhouette is measured in the z-scored input space.
+(ICML 2023). Loss: mask a fraction of each sample's coordinates (filled with
+the feature mean, 0 after z-scoring), evolve the masked coordinates
+``num_steps`` steps of the associative-memory dynamics, and score the
+completion on the masked entries (:func:`objectives.clam_loss`).
+Assignment: evolve the full sample, take the nearest memory.
+
+Two spaces (``model.encoder``):
+
+* ``'identity'``: the only parameters are ``k`` memories in the z-scored
+  input space (``standardize=False``: the raw input space), initialised from
+  random training samples; silhouette is measured in that space;
+* ``'mlp'``: ClAM in an autoencoder's latent space, trained end to end. The
+  autoencoder is first pre-trained on reconstruction (``warmup_steps``);
+  then the latent is z-scored with its training-set statistics, the memories
+  start at k-means centroids of that latent, and the loss is reconstruction
+  plus ``clam_weight`` times the ClAM loss on the z-scored latent.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import objectives as O
+from clustering import models
+from clustering.kmeans import kmeans as fit_kmeans
 from clustering.methods import base
 
 
@@ -28,15 +38,57 @@ class Memories(nnx.Module):
     self.memories = nnx.Param(jnp.asarray(init))
 
 
+class LatentMemories(nnx.Module):
+  """An MLP autoencoder, ``k`` memories and the latent's z-score stats."""
+
+  def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
+    self.encoder = models.ProjectionHead(in_dim, hidden, z_dim,
+                                         normalize=False, rngs=rngs)
+    self.decoder = models.ProjectionHead(z_dim, tuple(reversed(hidden)),
+                                         in_dim, normalize=False, rngs=rngs)
+    self.memories = nnx.Param(jnp.zeros((num_clusters, z_dim)))
+    self.z_mean = nnx.BatchStat(jnp.zeros((z_dim,)))
+    self.z_std = nnx.BatchStat(jnp.ones((z_dim,)))
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, d]`` -> (z-scored latent ``[n, z]``, reconstruction)."""
+    z = self.encoder(x, train=train)
+    return (z - self.z_mean[...]) / self.z_std[...], self.decoder(
+        z, train=train)
+
+
 class ClAM(base.Method):
 
   name = "clam"
+
+  @property
+  def latent(self) -> bool:
+    return self.config.model.encoder != "identity"
 
   def normalize(self, x):
     x = x.reshape(x.shape[0], -1)
     if not self.config.objective.standardize:
       return x
     return (x - self.stats["feature_mean"]) / self.stats["feature_std"]
+
+  @property
+  def phases(self):
+    warmup = self.config.objective.get("warmup_steps", 0)
+    if self.latent and warmup:
+      return [("pretrain", 0), ("cluster", warmup)]
+    return [("cluster", 0)]
+
+  def start_phase(self, phase, model, train_outputs):
+    if not self.latent or phase != "cluster":
+      return
+    z = train_outputs()["features"]  # z-scored with the current stats
+    mean, std = z.mean(0), np.maximum(z.std(0), 1e-6)
+    model.z_mean[...] = model.z_mean[...] + jnp.asarray(
+        mean) * model.z_std[...]
+    model.z_std[...] = model.z_std[...] * jnp.asarray(std)
+    fit = fit_kmeans((z - mean) / std, self.num_clusters, n_init=10,
+                     seed=self.config.seed)
+    model.memories[...] = jnp.asarray(fit.centroids)
 
   def fill_value(self):
     """The feature mean: 0 after z-scoring."""
@@ -45,19 +97,35 @@ class ClAM(base.Method):
     return jnp.asarray(self.stats["feature_mean"])
 
   def create_model(self, rngs, x_init):
-    if self.config.model.encoder != "identity":
-      raise ValueError("clam trains prototypes on the inputs themselves; set "
-                       f"model.encoder='identity' (got "
-                       f"{self.config.model.encoder!r}).")
+    m = self.config.model
+    if m.encoder not in ("identity", "mlp"):
+      raise ValueError("clam runs on the inputs (model.encoder='identity') "
+                       "or in an MLP autoencoder's latent ('mlp'); got "
+                       f"{m.encoder!r}.")
+    if self.latent:
+      return LatentMemories(int(np.prod(self.example_shape)),
+                            tuple(m.hidden), m.z_dim, self.num_clusters,
+                            rngs=rngs)
     x = np.asarray(self.normalize(jnp.asarray(x_init)))
     pick = jax.random.choice(rngs.params(), x.shape[0], (self.num_clusters,),
                              replace=False)
     return Memories(x[np.asarray(pick)])
 
   def loss(self, model, x, key, step, phase):
-    del step, phase
+    del step
     obj = self.config.objective
     x = self.normalize(x)
+    if self.latent:
+      z, recon = model(x, train=True)
+      recon_loss = jnp.mean(jnp.square(recon - x))
+      if phase == "pretrain":
+        return recon_loss, {"reconstruction": recon_loss}
+      mask = jax.random.bernoulli(key, obj.mask_fraction, z.shape)
+      clam = O.clam_loss(z, model.memories[...], mask.astype(z.dtype),
+                         beta=obj.beta, alpha=obj.alpha,
+                         num_steps=obj.num_steps, fill_value=0.0)
+      return recon_loss + obj.clam_weight * clam, {
+          "reconstruction": recon_loss, "completion_mse": clam}
     mask = jax.random.bernoulli(key, obj.mask_fraction, x.shape)
     loss = O.clam_loss(x, model.memories[...], mask.astype(x.dtype),
                        beta=obj.beta, alpha=obj.alpha,
@@ -68,6 +136,8 @@ class ClAM(base.Method):
   def outputs(self, model, x):
     obj = self.config.objective
     x = self.normalize(x)
+    if self.latent:
+      x, _ = model(x, train=False)
     evolved = O.am_evolve(x, model.memories[...], beta=obj.beta,
                           alpha=obj.alpha, num_steps=obj.num_steps)
     d = O.squared_distances(evolved, model.memories[...])

@@ -99,10 +99,36 @@ class MCR2(base.Method):
     z, c = model(self.normalize(x), train=False)
     return {"features": z, "cluster_features": c}
 
-  def assign(self, outputs):
+  def _eval_membership(self, outputs):
     c = jnp.asarray(outputs["cluster_features"])
     # The evaluation set's membership, run to convergence (no gradient).
-    gamma = self.membership(c, differentiation="implicit", tol=1e-5,
-                            max_iters=2000)
-    return spectral.spectral_clustering(np.asarray(gamma), self.num_clusters,
+    return np.asarray(self.membership(c, differentiation="implicit",
+                                      tol=1e-5, max_iters=2000))
+
+  def assign(self, outputs):
+    return spectral.spectral_clustering(self._eval_membership(outputs),
+                                        self.num_clusters,
                                         seed=self.config.seed)
+
+  def estimate_num_clusters(self, outputs, candidates) -> dict:
+    """CPP's model selection: the cluster count with the shortest code.
+
+    For each ``k`` in ``candidates`` the membership is cut into ``k``
+    clusters by spectral clustering and the learned features are coded
+    under that partition (:func:`objectives.coding_length`, CPP's
+    ``eps_sq``); the shortest total coding length wins.
+
+    Returns:
+      ``{'num_clusters': best k, 'coding_length': {k: nats}}``.
+    """
+    gamma = self._eval_membership(outputs)
+    z = jnp.asarray(outputs["features"])
+    lengths = {}
+    for k in candidates:
+      labels = spectral.spectral_clustering(gamma, int(k),
+                                            seed=self.config.seed)
+      lengths[int(k)] = float(O.coding_length(
+          z, jnp.asarray(labels), eps_sq=self.config.objective.eps_sq,
+          num_clusters=int(k)))
+    return dict(num_clusters=min(lengths, key=lengths.get),
+                coding_length=lengths)

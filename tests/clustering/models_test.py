@@ -29,6 +29,15 @@ def test_encoders_map_batches_to_vectors(name, shape, out):
   assert model(x, train=False).shape == (3, out)
 
 
+def test_strided_cnn_stem_halves_the_first_feature_map():
+  model = models.make_encoder(enc(encoder="cnn", widths=(4, 8), stem_stride=2,
+                                  stem_kernel=5), (28, 28, 1),
+                              rngs=nnx.Rngs(0))
+  assert model.convs[0].kernel_size == (5, 5)
+  assert model.convs[0].strides == 2
+  assert model(jnp.ones((2, 28, 28, 1)), train=True).shape == (2, 8)
+
+
 def test_resnet18_has_the_cifar_resnet18_parameter_count():
   model = models.ResNet18(3, width=64, rngs=nnx.Rngs(0))
   count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

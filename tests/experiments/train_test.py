@@ -191,3 +191,53 @@ def test_cpp_on_precomputed_features(tmp_path):
                                      show_progress=False)
   assert results["data"] == "npy:feats.npz" and results["num_examples"] == 400
   assert results["acc"] > 0.5, results  # chance is ~0.25-0.3
+
+
+def test_icon_on_training_set_neighbour_pairs_and_clam_in_a_latent(tmp_path):
+  # I-Con supervised by kNN pairs mined over the whole training set.
+  config = get_config("icon")
+  config.objective.neighbors = "input"
+  res = train.train_and_evaluate(config, str(tmp_path / "icon"),
+                                 show_progress=False)
+  assert res["acc"] > 0.3, res
+  # ClAM's memories in an autoencoder latent, after a reconstruction phase.
+  config = get_config("clam")
+  config.model.update(dict(encoder="mlp", hidden=(64,), z_dim=8))
+  config.objective.update(dict(warmup_steps=10, standardize=False))
+  res = train.train_and_evaluate(config, str(tmp_path / "clam"),
+                                 show_progress=False)
+  assert res["acc"] > 0.3, res
+  records = [json.loads(line) for line in
+             (tmp_path / "clam" / "metrics.jsonl").read_text().splitlines()]
+  phases = {r["phase"] for r in records if "phase" in r}
+  assert phases == {"pretrain", "cluster"}
+
+
+def test_neighbour_pairs_resume_exactly(tmp_path):
+  """A crash after the checkpoint at step 10 replays steps 11-17 with the
+  same neighbour pairs: the pairs are a function of (seed, step)."""
+  config = get_config("icon")
+  config.objective.neighbors = "input"
+  config.train.update(dict(num_steps=20, log_every=1))
+  train.train_and_evaluate(config, str(tmp_path / "ref"), show_progress=False)
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, str(tmp_path / "cut"),
+                             on_step=stop_at(17, Interrupt),
+                             show_progress=False)
+  res = train.train_and_evaluate(config, str(tmp_path / "cut"),
+                                 show_progress=False)
+  assert res["resumed_from"] == 10
+  assert losses(str(tmp_path / "cut")) == losses(str(tmp_path / "ref"))
+  jax.tree.map(np.testing.assert_array_equal,
+               final_state(str(tmp_path / "ref"), 20),
+               final_state(str(tmp_path / "cut"), 20))
+
+
+def test_cpp_estimates_the_number_of_clusters(tmp_path):
+  config = get_config("cpp")
+  config.eval.num_clusters_candidates = (5, 10, 15)
+  res = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert res["num_clusters_estimate"] in (5, 10, 15)
+  assert set(res["coding_length"]) == {"5", "10", "15"}
+  best = min(res["coding_length"], key=res["coding_length"].get)
+  assert int(best) == res["num_clusters_estimate"]

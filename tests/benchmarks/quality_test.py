@@ -1,0 +1,56 @@
+"""The quality leaderboard's quick mode: files, rows and metrics."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import quality
+from clustering import metrics
+
+
+def test_quick_leaderboard_on_digits(tmp_path):
+  out = str(tmp_path)
+  rows = quality.benchmark(datasets=["digits"],
+                           methods=["clam", "jax_kmeans", "sklearn_kmeans"],
+                           seeds=[0, 1], out=out, quick=True)
+  assert [(r["method"], r["seed"]) for r in rows] == [
+      ("clam", 0), ("clam", 1), ("jax_kmeans", 0), ("jax_kmeans", 1),
+      ("sklearn_kmeans", 0), ("sklearn_kmeans", 1)]
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk == json.loads(json.dumps(rows))
+  for row in rows:
+    for key in ("acc", "nmi", "ari", "silhouette", "silhouette_input",
+                "seconds", "seed"):
+      assert key in row and np.isfinite(row[key]), (key, row)
+  for method in ("clam", "jax_kmeans", "sklearn_kmeans"):
+    arrays = np.load(tmp_path / "digits" / f"{method}.npz")
+    assert set(arrays.files) == {"index", "cluster", "label"}
+    np.testing.assert_array_equal(arrays["index"], np.arange(1797))
+    # The stored assignment reproduces the reported (seed 0) numbers.
+    row = rows[[r["method"] for r in rows].index(method)]
+    assert metrics.hungarian_accuracy(arrays["label"], arrays["cluster"]) \
+        == pytest.approx(row["acc"])
+  # k-means on digits pixels: ACC ~0.79 (scikit-learn and ours agree).
+  km = [r for r in rows if r["method"].endswith("kmeans")]
+  assert all(r["acc"] > 0.7 for r in km), km
+  table = (tmp_path / "results.md").read_text()
+  assert "| sklearn_kmeans |" in table and " ± " in table
+  assert (tmp_path / "digits.png").stat().st_size > 1000
+  # A second call reuses the finished deep runs instead of training again.
+  again = quality.benchmark(datasets=["digits"], methods=["clam"], seeds=[0],
+                            out=out, quick=True)
+  assert again[0]["seconds"] == rows[0]["seconds"]
+
+
+def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):
+  rows = quality.benchmark(datasets=["mnist_test"], methods=["jax_kmeans"],
+                           seeds=[0], out=str(tmp_path),
+                           mnist_dir=str(tmp_path / "nowhere"))
+  assert rows == [] and "Skipping mnist_test" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="--methods"):
+    quality.benchmark(datasets=["digits"], methods=["dbscan"], seeds=[0],
+                      out=str(tmp_path))
+  with pytest.raises(ValueError, match="--datasets"):
+    quality.benchmark(datasets=["cifar"], methods=["clam"], seeds=[0],
+                      out=str(tmp_path))
