@@ -286,7 +286,6 @@ def benchmark(*, datasets, methods, seeds, out, quick=False,
 
 
 def _data_config(dataset, mnist_dir):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config().data
   config.update(dataset_config(dataset, mnist_dir))

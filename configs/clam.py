@@ -1,6 +1,7 @@
 r"""ClAM: prototypes trained by associative-memory pattern completion.
 
     python -m experiments.main --config=configs/clam.py
+    python -m experiments.main --config=configs/clam.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/clam.py:quick
 
 The reference setting: z-scored inputs, 20% of each sample's coordinates
@@ -38,10 +39,11 @@ def get_config(arg=None):
     default.mnist(config, cnn=False)
     config.model.update(dict(encoder="mlp", hidden=(500, 500, 2000),
                              z_dim=10))
-    config.objective.update(dict(warmup_steps=2000, clam_weight=1.0,
+    config.objective.update(dict(warmup_steps=6000, clam_weight=1.0,
                                  standardize=False))
     config.optimizer.update(dict(learning_rate=1e-3, schedule="constant"))
-    config.train.update(dict(num_steps=3000, eval_every=1500))
+    config.train.update(dict(num_steps=7000, checkpoint_every=1000,
+                             eval_every=3500))
   if "quick" in args:
     default.quick(config)
   return config

@@ -1,6 +1,7 @@
 r"""CPP: MCR^2 clustering of images or of precomputed (e.g. CLIP) features.
 
     python -m experiments.main --config=configs/cpp.py            # digits
+    python -m experiments.main --config=configs/cpp.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/cpp.py:npy \
         --config.data.path=clip_features.npz                      # features
     python -m experiments.main --config=configs/cpp.py:quick

@@ -1,6 +1,7 @@
 r"""I-Con's Debiased InfoNCE Clustering.
 
     python -m experiments.main --config=configs/icon.py
+    python -m experiments.main --config=configs/icon.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/icon.py:quick
 
 Supervision: the other augmented view plus a kNN graph of the batch

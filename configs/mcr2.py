@@ -1,6 +1,7 @@
 r"""MLC: MCR^2 clustering with a doubly stochastic membership, on digits.
 
     python -m experiments.main --config=configs/mcr2.py
+    python -m experiments.main --config=configs/mcr2.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/mcr2.py:quick   # seconds
 
 TCR warm-up on two augmented views, one-shot cluster-head initialisation from

@@ -1,6 +1,7 @@
 r"""DKM: an autoencoder with annealed soft k-means in its embedding.
 
     python -m experiments.main --config=configs/soft_kmeans.py
+    python -m experiments.main --config=configs/soft_kmeans.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/soft_kmeans.py:quick
 
 Fard et al.'s architecture (d-500-500-2000-z, z = num_clusters), autoencoder
@@ -34,8 +35,9 @@ def get_config(arg=None):
                            eval_every=1000, log_every=50))
   if "mnist" in args:
     default.mnist(config, cnn=False)  # DKM's MLP autoencoder on pixels
-    config.objective.warmup_steps = 2000
-    config.train.update(dict(num_steps=3000, eval_every=1500))
+    config.objective.warmup_steps = 6000
+    config.train.update(dict(num_steps=7000, checkpoint_every=1000,
+                             eval_every=3500))
   if "quick" in args:
     default.quick(config)
     config.model.hidden = (64, 64)

@@ -1,6 +1,7 @@
 r"""SwAV: online clustering with Sinkhorn codes and swapped prediction.
 
     python -m experiments.main --config=configs/swav.py
+    python -m experiments.main --config=configs/swav.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/swav.py:quick
 
 One prototype per cluster; codes from 3 Sinkhorn iterations at eps 0.05
@@ -25,6 +26,8 @@ def get_config(arg=None):
       sinkhorn_iters=3,
       temperature=0.1,
       freeze_prototypes_steps=100,
+      neighbors="none",   # none | input: swap with a training-set neighbour
+      num_neighbors=5,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))
@@ -33,6 +36,7 @@ def get_config(arg=None):
   if "mnist" in args:
     default.mnist(config)
     config.data.batch_size = 256
+    config.objective.neighbors = "input"
   if "quick" in args:
     default.quick(config)
     config.objective.freeze_prototypes_steps = 5

@@ -68,10 +68,6 @@ class Method:
     """Hook at the first step of ``phase``; may modify ``model`` in place."""
     del phase, model, train_outputs
 
-  def prepare(self, dataset: data_lib.Dataset) -> None:
-    """Host-side preparation on the training set (see the module doc)."""
-    del dataset
-
   # ------------------------------------------------------------- training
   def normalize(self, x: jax.Array) -> jax.Array:
     """Standardises inputs with the training set's per-channel statistics."""
@@ -86,6 +82,37 @@ class Method:
             k, x, crop_scale=tuple(aug.crop_scale), max_shift=aug.max_shift,
             flip=aug.flip, noise=aug.noise,
             rotation=aug.get("rotation", 0.0))) for k in keys])
+
+  def two_views(self, key: jax.Array, x) -> jax.Array:
+    """``[2, B, ...]``: two augmentations of a batch ``x``, or one of each
+    side of an ``(anchors, partners)`` neighbour-pair batch."""
+    if isinstance(x, (tuple, list)):
+      k_a, k_p = jax.random.split(key)
+      return jnp.stack([self.views(k_a, x[0], 1)[0],
+                        self.views(k_p, x[1], 1)[0]])
+    return self.views(key, x, 2)
+
+  def prepare(self, dataset: data_lib.Dataset) -> None:
+    """Mines ``objective.num_neighbors`` input-space neighbours when
+    ``objective.neighbors == 'input'``; subclasses may do more."""
+    obj = self.config.objective
+    choice = obj.get("neighbors", "none")
+    if choice not in ("none", "batch", "input"):
+      raise ValueError("objective.neighbors must be 'none', 'batch' or "
+                       f"'input'; got {choice!r}.")
+    if choice == "input":
+      self.mine_neighbors(dataset, obj.num_neighbors)
+
+  def mine_neighbors(self, dataset: data_lib.Dataset, k: int) -> None:
+    """Sets ``self.neighbors``: each training example's ``k`` nearest
+    neighbours (cosine) in the input space: pixels as they are, feature
+    vectors z-scored first."""
+    from clustering import neighbors  # pylint: disable=g-import-not-at-top
+    x, _ = dataset.all()
+    flat = x.reshape(len(x), -1)
+    if not dataset.is_image:
+      flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"]
+    self.neighbors = neighbors.nearest_neighbors(flat, k, metric="cosine")
 
   def loss(self, model, x, key, step, phase):
     raise NotImplementedError

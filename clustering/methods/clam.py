@@ -14,9 +14,10 @@ Two spaces (``model.encoder``):
   random training samples; silhouette is measured in that space;
 * ``'mlp'``: ClAM in an autoencoder's latent space, trained end to end. The
   autoencoder is first pre-trained on reconstruction (``warmup_steps``);
-  then the latent is z-scored with its training-set statistics, the memories
-  start at k-means centroids of that latent, and the loss is reconstruction
-  plus ``clam_weight`` times the ClAM loss on the z-scored latent.
+  then the memories start at k-means centroids of the latent, and the loss
+  is reconstruction plus ``clam_weight`` times the ClAM loss on the latent,
+  standardised per batch (running statistics at evaluation) so that the
+  encoder cannot shrink the latent to shrink the completion error.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Memories(nnx.Module):
 
 
 class LatentMemories(nnx.Module):
-  """An MLP autoencoder, ``k`` memories and the latent's z-score stats."""
+  """An MLP autoencoder and ``k`` memories in its standardised latent."""
 
   def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
     self.encoder = models.ProjectionHead(in_dim, hidden, z_dim,
@@ -47,14 +48,16 @@ class LatentMemories(nnx.Module):
     self.decoder = models.ProjectionHead(z_dim, tuple(reversed(hidden)),
                                          in_dim, normalize=False, rngs=rngs)
     self.memories = nnx.Param(jnp.zeros((num_clusters, z_dim)))
-    self.z_mean = nnx.BatchStat(jnp.zeros((z_dim,)))
-    self.z_std = nnx.BatchStat(jnp.ones((z_dim,)))
+    # Batch statistics while training, running ones at evaluation: without
+    # it the encoder shrinks the latent to shrink the completion error.
+    self.standardize = nnx.BatchNorm(z_dim, use_bias=False, use_scale=False,
+                                     rngs=rngs)
 
   def __call__(self, x, *, train: bool = False):
-    """``x [n, d]`` -> (z-scored latent ``[n, z]``, reconstruction)."""
+    """``x [n, d]`` -> (standardised latent ``[n, z]``, reconstruction)."""
     z = self.encoder(x, train=train)
-    return (z - self.z_mean[...]) / self.z_std[...], self.decoder(
-        z, train=train)
+    return (self.standardize(z, use_running_average=not train),
+            self.decoder(z, train=train))
 
 
 class ClAM(base.Method):
@@ -81,12 +84,8 @@ class ClAM(base.Method):
   def start_phase(self, phase, model, train_outputs):
     if not self.latent or phase != "cluster":
       return
-    z = train_outputs()["features"]  # z-scored with the current stats
-    mean, std = z.mean(0), np.maximum(z.std(0), 1e-6)
-    model.z_mean[...] = model.z_mean[...] + jnp.asarray(
-        mean) * model.z_std[...]
-    model.z_std[...] = model.z_std[...] * jnp.asarray(std)
-    fit = fit_kmeans((z - mean) / std, self.num_clusters, n_init=10,
+    z = train_outputs()["features"]
+    fit = fit_kmeans(z, self.num_clusters, n_init=10,
                      seed=self.config.seed)
     model.memories[...] = jnp.asarray(fit.centroids)
 

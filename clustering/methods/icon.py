@@ -29,7 +29,6 @@ import numpy as np
 
 import objectives as O
 from clustering import models
-from clustering import neighbors as neighbors_lib
 from clustering.methods import base
 
 
@@ -57,30 +56,10 @@ class ICon(base.Method):
     return IConModel(encoder, head_hidden=tuple(m.head_hidden),
                      num_clusters=self.num_clusters, rngs=rngs)
 
-  def prepare(self, dataset):
-    obj = self.config.objective
-    if obj.neighbors == "batch":
-      return
-    if obj.neighbors != "input":
-      raise ValueError("objective.neighbors must be 'batch' or 'input'; got "
-                       f"{obj.neighbors!r}.")
-    x, _ = dataset.all()
-    flat = x.reshape(len(x), -1)
-    flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"] \
-        if not dataset.is_image else flat
-    self.neighbors = neighbors_lib.nearest_neighbors(
-        flat, obj.num_neighbors, metric="cosine")
-
   def loss(self, model, x, key, step, phase):
     del step, phase
     obj = self.config.objective
-    if isinstance(x, (tuple, list)):  # (anchors, partners)
-      anchors, partners = x
-      k_a, k_p = jax.random.split(key)
-      views = jnp.stack([self.views(k_a, anchors, 1)[0],
-                         self.views(k_p, partners, 1)[0]])
-    else:
-      views = self.views(key, x, 2)
+    views = self.two_views(key, x)
     b = views.shape[1]
     flat = views.reshape((2 * b,) + views.shape[2:])
     _, logits = model(flat, train=True)

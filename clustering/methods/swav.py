@@ -12,6 +12,11 @@ As in SwAV, the prototypes are frozen for the first ``freeze_prototypes_steps``
 steps; we normalise them in the forward pass instead of after each update
 (the loss only sees the normalised prototypes either way). Assignment: the
 highest-scoring prototype of the un-augmented input.
+
+``objective.neighbors='input'`` swaps predictions between an image and one
+of its ``num_neighbors`` nearest neighbours in the training set (each
+augmented) instead of between two views of the same image, as NNCLR and
+SCAN do; neighbours are mined once on the inputs before training.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class SwAV(base.Method):
   def loss(self, model, x, key, step, phase):
     del phase
     obj = self.config.objective
-    views = self.views(key, x, 2)
+    views = self.two_views(key, x)
     frozen = step < obj.freeze_prototypes_steps
     protos = model.prototypes[...]
     protos = jnp.where(frozen, jax.lax.stop_gradient(protos), protos)
