@@ -220,9 +220,10 @@ def plot(summary: list[dict], out: str) -> list[str]:
              color=colour, capsize=2)
     ax.set_xticks(pos, names, rotation=30, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Clustering quality on {dataset}")
+    ax.set_title(f"Clustering quality on {dataset}", pad=22)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+              frameon=False)
     fig.tight_layout()
     path = os.path.join(out, f"{dataset}.png")
     fig.savefig(path, dpi=120)
