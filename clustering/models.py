@@ -165,6 +165,16 @@ class ProjectionHead(nnx.Module):
     return l2_normalize(x) if self.normalize else x
 
 
+def mlp_autoencoder(in_dim: int, hidden: Sequence[int], z_dim: int, *,
+                    rngs: nnx.Rngs) -> tuple[ProjectionHead, ProjectionHead]:
+  """(encoder ``in_dim -> z_dim``, mirrored decoder) with linear outputs:
+  the autoencoder of DKM and of ClAM's latent variant."""
+  encoder = ProjectionHead(in_dim, hidden, z_dim, normalize=False, rngs=rngs)
+  decoder = ProjectionHead(z_dim, tuple(reversed(hidden)), in_dim,
+                           normalize=False, rngs=rngs)
+  return encoder, decoder
+
+
 def make_encoder(config, example_shape: Sequence[int], *, rngs: nnx.Rngs):
   """The backbone named by ``config.encoder`` (see the module docstring)."""
   name = config.encoder

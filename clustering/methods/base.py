@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clustering import data as data_lib
+from clustering import neighbors as neighbors_lib
 
 
 class Method:
@@ -107,12 +108,12 @@ class Method:
     """Sets ``self.neighbors``: each training example's ``k`` nearest
     neighbours (cosine) in the input space: pixels as they are, feature
     vectors z-scored first."""
-    from clustering import neighbors  # pylint: disable=g-import-not-at-top
     x, _ = dataset.all()
     flat = x.reshape(len(x), -1)
     if not dataset.is_image:
       flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"]
-    self.neighbors = neighbors.nearest_neighbors(flat, k, metric="cosine")
+    self.neighbors = neighbors_lib.nearest_neighbors(flat, k,
+                                                     metric="cosine")
 
   def loss(self, model, x, key, step, phase):
     raise NotImplementedError

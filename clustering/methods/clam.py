@@ -43,10 +43,8 @@ class LatentMemories(nnx.Module):
   """An MLP autoencoder and ``k`` memories in its standardised latent."""
 
   def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
-    self.encoder = models.ProjectionHead(in_dim, hidden, z_dim,
-                                         normalize=False, rngs=rngs)
-    self.decoder = models.ProjectionHead(z_dim, tuple(reversed(hidden)),
-                                         in_dim, normalize=False, rngs=rngs)
+    self.encoder, self.decoder = models.mlp_autoencoder(in_dim, hidden, z_dim,
+                                                        rngs=rngs)
     self.memories = nnx.Param(jnp.zeros((num_clusters, z_dim)))
     # Batch statistics while training, running ones at evaluation: without
     # it the encoder shrinks the latent to shrink the completion error.

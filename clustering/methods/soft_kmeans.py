@@ -26,10 +26,8 @@ from clustering.methods import base
 class AutoEncoder(nnx.Module):
 
   def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
-    self.encoder = models.ProjectionHead(in_dim, hidden, z_dim,
-                                         normalize=False, rngs=rngs)
-    self.decoder = models.ProjectionHead(z_dim, tuple(reversed(hidden)),
-                                         in_dim, normalize=False, rngs=rngs)
+    self.encoder, self.decoder = models.mlp_autoencoder(in_dim, hidden, z_dim,
+                                                        rngs=rngs)
     self.centroids = nnx.Param(jnp.zeros((num_clusters, z_dim)))
 
   def __call__(self, x, *, train: bool = False):
