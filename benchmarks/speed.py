@@ -1,12 +1,16 @@
 r"""Speed against the alternatives, measured side by side in one process.
 
-    python -m benchmarks.speed [--quick] [--out=DIR] [--cases=sinkhorn,kmeans,mcr2]
+    python -m benchmarks.speed [--quick] [--out=DIR]
+        [--cases=sinkhorn,kmeans,mcr2,throughput]
 
 Each row: our time and the alternative's (warm: after one compiling call,
 median of `--repeats` runs), their ratio (alternative / ours, > 1 means we
-are faster), compile times, and the accuracy each reached. Runs on whatever
-device JAX has (CPU here). MNIST-test is read from ../shared/data/mnist_test
-or --mnist_dir; the k-means case is skipped with a message when absent.
+are faster), compile times, XLA's temporary-buffer size where it matters
+(MCR^2), and the accuracy each reached. Runs on whatever device JAX has
+(CPU here). MNIST-test is read from ../shared/data/mnist_test or
+--mnist_dir; the k-means case is skipped with a message when absent. The
+throughput case times the training loop of every config's default model
+(seconds per step and examples/s; there is no alternative in that row).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from clustering import idx
 
 _QUICK = flags.DEFINE_bool("quick", False, "small shapes, for a smoke run.")
 _OUT = flags.DEFINE_string("out", None, "folder for results.md/results.json.")
-_CASES = flags.DEFINE_list("cases", ["sinkhorn", "kmeans", "mcr2"], "cases.")
+_CASES = flags.DEFINE_list("cases", ["sinkhorn", "kmeans", "mcr2",
+                                     "throughput"], "cases.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs per measurement.")
 _MNIST = flags.DEFINE_string(
     "mnist_dir",
@@ -76,7 +81,7 @@ def sinkhorn_case(quick, repeats):
   n, k = (1024, 750) if quick else (4096, 3000)
   swav = jnp.asarray(unit(rng.standard_normal((n, 128))) @
                      unit(rng.standard_normal((k, 128))).T, jnp.float32)
-  m = 1024 if quick else 4096
+  m = 1024 if quick else 8192
   x, y = rng.standard_normal((m, 2)), rng.standard_normal((m, 2)) + 1.0
   square = jnp.asarray(-((x[:, None] - y[None]) ** 2).sum(-1), jnp.float32)
   square_eps = float(0.05 * jnp.mean(-square))
@@ -99,18 +104,25 @@ def sinkhorn_case(quick, repeats):
     alt = timed(ott_solver(scores, eps, threshold=tol, max_iterations=5000),
                 repeats)
     col_err = lambda p: float(jnp.abs(p.sum(0) - 1 / p.shape[1]).sum())
+    ours_err, alt_err = col_err(ours[2].plan), col_err(alt[2][0])
     rows.append(_row(f"Sinkhorn to tol {tol}: {name}", ours, alt, "ott-jax",
-                     f"err {col_err(ours[2].plan):.1e}, {int(ours[2].iterations)} it",
-                     f"err {col_err(alt[2][0]):.1e}, {int(alt[2][1])} it"))
+                     f"err {ours_err:.1e}, {int(ours[2].iterations)} it",
+                     f"err {alt_err:.1e}, {int(alt[2][1])} it",
+                     tol=tol, ours_error=ours_err, alt_error=alt_err))
 
   iters = 100
-  ours_fn = jax.jit(lambda s: O.sinkhorn(s, epsilon=0.01, num_iters=iters).plan)
-  ours = timed(lambda: ours_fn(swav), repeats)
-  alt = timed(ott_solver(swav, 0.01, threshold=-1.0, min_iterations=iters,
-                         max_iterations=iters), repeats)
-  rel = float(jnp.max(jnp.abs(ours[2] - alt[2][0])) / jnp.max(alt[2][0]))
-  rows.append(_row(f"Sinkhorn {iters} iters eps=0.01: SwAV {n}x{k}", ours,
-                   alt, "ott-jax", f"max rel diff to ott {rel:.1e}", "-"))
+  ott_fixed = ott_solver(swav, 0.01, threshold=-1.0, min_iterations=iters,
+                         max_iterations=iters)
+  alt = timed(ott_fixed, repeats)
+  for name, block in (("", 10), (", log domain (scaling_block=0)", 0)):
+    ours_fn = jax.jit(lambda s, b=block: O.sinkhorn(
+        s, epsilon=0.01, num_iters=iters, scaling_block=b).plan)
+    ours = timed(lambda: ours_fn(swav), repeats)
+    rel = float(jnp.max(jnp.abs(ours[2] - alt[2][0])) / jnp.max(alt[2][0]))
+    rows.append(_row(
+        f"Sinkhorn {iters} iters eps=0.01{name}: SwAV {n}x{k}", ours, alt,
+        "ott-jax", f"{1e3 * ours[1] / iters:.2f} ms/it; max rel diff to ott "
+        f"{rel:.1e}", f"{1e3 * alt[1] / iters:.2f} ms/it", rel_diff=rel))
   return rows
 
 
@@ -128,7 +140,9 @@ def kmeans_case(quick, repeats, mnist_dir):
   return [_row(f"k-means MNIST-test {x.shape[0]}x{x.shape[1]}, k=10, n_init=10",
                ours, alt, "scikit-learn KMeans",
                f"inertia {float(ours[2].inertia):.6g}",
-               f"inertia {alt[2].inertia_:.6g}")]
+               f"inertia {alt[2].inertia_:.6g}",
+               ours_inertia=float(ours[2].inertia),
+               alt_inertia=float(alt[2].inertia_))]
 
 
 def _reference_compression(z, pi, eps_sq):
@@ -159,23 +173,59 @@ def _einsum_mlc(z, gamma, eps_sq=0.5):
   return jnp.sum(tr * logdet) / (2 * n)
 
 
+def _temp_mib(fn, *args):
+  """XLA's temporary-buffer size for ``fn(*args)`` (its peak working set
+  beyond inputs and outputs), or None where the backend does not say."""
+  analysis = fn.lower(*args).compile().memory_analysis()
+  return None if analysis is None else analysis.temp_size_in_bytes / 2**20
+
+
+def _mib(value):
+  return "-" if value is None else f"{value:.0f}"
+
+
+# The n x n formulation is O(n^2 d) per cluster: beyond this many n^2 d
+# flops per cluster it takes minutes and GiBs, so it is not run.
+_REFERENCE_MAX_N2D = 4096**2 * 128
+
+
 def mcr2_case(quick, repeats):
   rows = []
   rng = np.random.default_rng(0)
-  sizes = [(1024, 128)] if quick else [(1024, 128), (4000, 128), (4096, 512)]
+  k = 10
+  if quick:
+    sizes = [(1024, 128)]
+  else:
+    sizes = [(n, d) for n in (1024, 4096, 16384) for d in (128, 512)]
+    sizes.insert(2, (4000, 128))  # the size of the issue's reference figure
   for n, d in sizes:
     z = rng.standard_normal((n, d)).astype(np.float32)
     z /= np.linalg.norm(z, axis=1, keepdims=True)
-    pi = jax.nn.one_hot(rng.integers(0, 10, n), 10)
-    ours_fn = jax.jit(jax.value_and_grad(
-        lambda z: O.mcr2_loss(z, pi, eps_sq=0.5)))
-    ref_fn = jax.jit(jax.value_and_grad(lambda z: _reference_mcr2(z, pi)))
-    ours = timed(lambda: ours_fn(z), repeats)
-    alt = timed(lambda: ref_fn(z), repeats)
-    rows.append(_row(f"MCR2 loss+grad n={n} d={d} k=10 (hard)", ours, alt,
-                     "n x n diagonal formulation (JAX)",
-                     f"loss {float(ours[2][0]):.5f}",
-                     f"loss {float(alt[2][0]):.5f}"))
+    for kind in ("hard", "soft"):
+      if kind == "hard":
+        pi = jax.nn.one_hot(rng.integers(0, k, n), k)
+      else:
+        pi = jax.nn.softmax(jnp.asarray(rng.standard_normal((n, k)) * 2.0,
+                                        jnp.float32))
+      ours_fn = jax.jit(jax.value_and_grad(
+          lambda z, pi: O.mcr2_loss(z, pi, eps_sq=0.5)))
+      ours = timed(lambda: ours_fn(z, pi), repeats)
+      ours_mem = _temp_mib(ours_fn, z, pi)
+      case = f"MCR2 loss+grad n={n} d={d} k={k} ({kind})"
+      if n * n * d <= _REFERENCE_MAX_N2D:
+        ref_fn = jax.jit(jax.value_and_grad(_reference_mcr2))
+        alt = timed(lambda: ref_fn(z, pi), repeats)
+        alt_mem = _temp_mib(ref_fn, z, pi)
+        alt_acc = f"loss {float(alt[2][0]):.5f}"
+      else:
+        alt, alt_mem, alt_acc = (float("nan"), float("nan"), None), None, (
+            "not run: O(n^2 d)")
+      rows.append(_row(case, ours, alt, "n x n diagonal formulation (JAX)",
+                       f"loss {float(ours[2][0]):.5f}", alt_acc,
+                       ours_mib=_mib(ours_mem), alt_mib=_mib(alt_mem),
+                       ours_loss=float(ours[2][0]),
+                       alt_loss=float(alt[2][0]) if alt_acc.startswith(
+                           "loss") else None))
   n, d = (512, 64) if quick else (1024, 128)
   z = rng.standard_normal((n, d)).astype(np.float32)
   z /= np.linalg.norm(z, axis=1, keepdims=True)
@@ -185,26 +235,72 @@ def mcr2_case(quick, repeats):
   alt_fn = jax.jit(jax.value_and_grad(_einsum_mlc, argnums=(0, 1)))
   ours = timed(lambda: ours_fn(z, gamma), repeats)
   alt = timed(lambda: alt_fn(z, gamma), repeats)
-  mem = lambda f: f.lower(z, gamma).compile().memory_analysis()
-  ours_mem, alt_mem = mem(ours_fn), mem(alt_fn)
   rows.append(_row(f"MLC Rc(Z, Gamma) loss+grad n=k={n} d={d}", ours, alt,
-                   "einsum + slogdet (JAX)",
-                   f"loss {float(ours[2][0]):.5f}, temp "
-                   f"{ours_mem.temp_size_in_bytes / 2**20:.0f} MiB"
-                   if ours_mem else f"loss {float(ours[2][0]):.5f}",
-                   f"loss {float(alt[2][0]):.5f}, temp "
-                   f"{alt_mem.temp_size_in_bytes / 2**20:.0f} MiB"
-                   if alt_mem else f"loss {float(alt[2][0]):.5f}"))
+                   "einsum + slogdet (JAX)", f"loss {float(ours[2][0]):.5f}",
+                   f"loss {float(alt[2][0]):.5f}",
+                   ours_mib=_mib(_temp_mib(ours_fn, z, gamma)),
+                   alt_mib=_mib(_temp_mib(alt_fn, z, gamma)),
+                   ours_loss=float(ours[2][0]), alt_loss=float(alt[2][0])))
   return rows
 
 
+# Each config's default (digits) run, timed over the last of three windows
+# of this many steps: the first two include compilation and phase changes.
+_THROUGHPUT_WINDOW = 30
+
+
+def throughput_case(quick, repeats):
+  """Examples/s of the training loop for every config's default model."""
+  del repeats
+  import importlib  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from experiments import train  # pylint: disable=g-import-not-at-top
+
+  window = 3 if quick else _THROUGHPUT_WINDOW
+  names = ["mcr2"] if quick else ["mcr2", "cpp", "swav", "soft_kmeans",
+                                  "clam", "icon"]
+  rows = []
+  for name in names:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    if config.objective.get("warmup_steps", 0):
+      config.objective.warmup_steps = window
+    config.optimizer.warmup_steps = 0  # the schedule does not change speed
+    config.train.update(dict(num_steps=3 * window, log_every=window,
+                             eval_every=10**9, checkpoint_every=10**9))
+    with tempfile.TemporaryDirectory() as workdir:
+      train.train_and_evaluate(config, workdir, show_progress=False)
+      with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    last = [r for r in records if "examples_per_sec" in r][-1]
+    seconds_per_step = 1.0 / last["steps_per_sec"]
+    rows.append(dict(
+        case=f"train step: configs/{name}.py ({config.model.encoder}, "
+        f"batch {config.data.batch_size}, phase {last['phase']})",
+        ours_s=seconds_per_step, alt_s=float("nan"), alternative="-",
+        speedup=float("nan"), ours_first_s=float("nan"),
+        alt_first_s=float("nan"),
+        ours_accuracy=f"{last['examples_per_sec']:.0f} examples/s",
+        alt_accuracy=None))
+  return rows
+
+
+def _fmt(value, spec):
+  if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    return "-"
+  return format(value, spec)
+
+
 def to_markdown(rows):
-  head = ("| case | ours (s) | alternative | alt (s) | speed-up | ours compile+1st (s) "
-          "| alt 1st (s) | ours accuracy | alt accuracy |\n|---|---|---|---|---|---|---|---|---|\n")
+  head = ("| case | ours (s) | alternative | alt (s) | speed-up | ours "
+          "compile+1st (s) | alt 1st (s) | ours temp MiB | alt temp MiB | "
+          "ours accuracy | alt accuracy |\n" + "|---" * 11 + "|\n")
   body = "".join(
-      f"| {r['case']} | {r['ours_s']:.4f} | {r['alternative']} | {r['alt_s']:.4f} "
-      f"| {r['speedup']:.2f}x | {r['ours_first_s']:.2f} | {r['alt_first_s']:.2f} "
-      f"| {r['ours_accuracy']} | {r['alt_accuracy']} |\n" for r in rows)
+      f"| {r['case']} | {_fmt(r['ours_s'], '.4f')} | {r['alternative']} "
+      f"| {_fmt(r['alt_s'], '.4f')} | {_fmt(r['speedup'], '.2f')}x "
+      f"| {_fmt(r['ours_first_s'], '.2f')} | {_fmt(r['alt_first_s'], '.2f')} "
+      f"| {r.get('ours_mib', '-')} | {r.get('alt_mib', '-')} "
+      f"| {r['ours_accuracy']} | {r['alt_accuracy'] or '-'} |\n"
+      for r in rows)
   return head + body
 
 
@@ -215,7 +311,9 @@ def main(argv):
   cases = {"sinkhorn": lambda: sinkhorn_case(_QUICK.value, _REPEATS.value),
            "kmeans": lambda: kmeans_case(_QUICK.value, _REPEATS.value,
                                          _MNIST.value),
-           "mcr2": lambda: mcr2_case(_QUICK.value, _REPEATS.value)}
+           "mcr2": lambda: mcr2_case(_QUICK.value, _REPEATS.value),
+           "throughput": lambda: throughput_case(_QUICK.value,
+                                                 _REPEATS.value)}
   for name in _CASES.value:
     if name not in cases:
       raise app.UsageError(f"unknown case {name!r}; choose from {sorted(cases)}")

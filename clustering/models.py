@@ -175,6 +175,22 @@ def mlp_autoencoder(in_dim: int, hidden: Sequence[int], z_dim: int, *,
   return encoder, decoder
 
 
+class EmbeddingWithPrototypes(nnx.Module):
+  """A backbone, an L2-normalised projection head and ``k`` trainable
+  prototypes ``[k, z_dim]`` in that embedding (DKM's centroids, ClAM's
+  memories) for recipes that learn the space by self-supervision."""
+
+  def __init__(self, encoder: nnx.Module, head_hidden: Sequence[int],
+               z_dim: int, num_prototypes: int, *, rngs: nnx.Rngs):
+    self.encoder = encoder
+    self.head = ProjectionHead(encoder.out_dim, head_hidden, z_dim, rngs=rngs)
+    self.prototypes = nnx.Param(jnp.zeros((num_prototypes, z_dim)))
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> unit-norm embeddings ``[n, z_dim]``."""
+    return self.head(self.encoder(x, train=train), train=train)
+
+
 def make_encoder(config, example_shape: Sequence[int], *, rngs: nnx.Rngs):
   """The backbone named by ``config.encoder`` (see the module docstring)."""
   name = config.encoder

@@ -17,6 +17,15 @@ the rows are exact after every iteration, as in SwAV and ott-jax):
 ``tau = 1`` is balanced OT; ``tau = rho / (rho + epsilon)`` relaxes the
 marginal constraint to a KL penalty of strength ``rho`` (unbalanced OT).
 
+The same iterates are computed by matrix scaling in blocks: the kernel
+``K = exp(S/eps + f + g)`` is formed once per block at the current
+potentials, each iteration is then two matrix-vector products
+(``u = a / K v``, ``v = b / K^T u``, with the tau exponents), and the
+scalings are absorbed back into ``(f, g)`` at the end of the block. This
+replaces two ``exp`` passes over ``[n, k]`` per iteration by one per block.
+A block whose scalings stray far enough to under/overflow float32 is redone
+in the log domain (Schmitzer's absorption, with a log-domain fallback).
+
 Conventions (vs. ott-jax): cost is ``-S``; ott's potentials are in cost units
 (``P = exp((f + g - C)/eps)``), ours are divided by ``epsilon``
 (``f_ours = f_ott / epsilon``). ott-jax defaults ``epsilon`` to
@@ -133,36 +142,123 @@ def _iteration(logits, prob: _Problem, epsilon, rho_a, rho_b, carry):
   return (f, g, lse_col), err
 
 
+def _scaling_iteration(kernel, f_ref, g_ref, prob: _Problem, epsilon, rho_a,
+                       rho_b, carry):
+  """`_iteration` by matrix scaling: two matrix-vector products, no exp.
+
+  With ``K = exp(L + f_ref + g_ref)``,
+  ``LSE_j(L_ij + g_j) = log (K exp(g - g_ref))_i - f_ref_i`` and likewise for
+  the columns, so the iterates are exactly the log-domain ones.
+  """
+  f, g, lse_col = carry
+  g = prob.tau_b * (prob.log_b - lse_col)
+  lse_row = jnp.log(jnp.matmul(kernel, jnp.exp(g - g_ref),
+                               precision=jax.lax.Precision.HIGHEST)) - f_ref
+  f = prob.tau_a * (prob.log_a - lse_row)
+  col = jnp.matmul(jnp.exp(f - f_ref), kernel,
+                   precision=jax.lax.Precision.HIGHEST)
+  lse_col = jnp.log(_checks.batch_sum(col, prob.axis_name)) - g_ref
+  err = _error(prob, f, g, lse_row, lse_col, epsilon, rho_a, rho_b)
+  return (f, g, lse_col), err
+
+
+# A block is redone in the log domain when a scaling strays this far (in
+# nats) from the kernel's reference potentials: beyond it, products of
+# kernel entries and scalings approach float32's under/overflow.
+_MAX_SCALING_LOG = 30.0
+
+
+def _block(logits, prob: _Problem, epsilon, rho_a, rho_b, state, *, length,
+           limit, tol, scaling):
+  """Runs up to `length` iterations (stopping at `limit` or below `tol`).
+
+  `state` is ``((f, g, lse_col), iterations, done)``; returns the new state
+  and the ``[length]`` errors (-1 where no iteration ran). With `scaling`,
+  the block forms the kernel ``exp(L + f + g')`` once (``g'`` the next
+  column update, so every column of the kernel sums to its marginal) and
+  iterates by matrix scaling; if any scaling over/underflows or strays past
+  ``_MAX_SCALING_LOG`` the block is redone in the log domain, so the result
+  never depends on float32's exponent range.
+  """
+
+  def run(step):
+    def body(c, _):
+      carry, it, done = c
+      new, err = step(carry)
+      active = jnp.logical_and(jnp.logical_not(done), it < limit)
+      carry = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, carry)
+      if tol is not None:
+        done = jnp.logical_or(done, jnp.logical_and(active, err < tol))
+      return (carry, it + active.astype(it.dtype), done), jnp.where(
+          active, err, -jnp.ones_like(err))
+    return jax.lax.scan(body, state, None, length=length)
+
+  log_domain = functools.partial(_iteration, logits, prob, epsilon, rho_a,
+                                 rho_b)
+  if not scaling:
+    return run(log_domain)
+  (f, g, lse_col), _, _ = state
+  f_ref = f
+  g_ref = prob.tau_b * (prob.log_b - lse_col)
+  kernel = jnp.exp(logits + f_ref[:, None] + g_ref[None, :])
+  scaled, errors = run(functools.partial(_scaling_iteration, kernel, f_ref,
+                                         g_ref, prob, epsilon, rho_a, rho_b))
+  (f_new, g_new, lse_new), _, _ = scaled
+  bad = jnp.logical_not(
+      jnp.all(jnp.abs(f_new - f_ref) < _MAX_SCALING_LOG)
+      & jnp.all(jnp.abs(g_new - g_ref) < _MAX_SCALING_LOG)
+      & jnp.all(jnp.isfinite(lse_new)) & jnp.all(jnp.isfinite(errors)))
+  # Every device takes the same branch (the log-domain one has collectives).
+  bad = _checks.batch_sum(bad.astype(jnp.int32), prob.axis_name) > 0
+  return jax.lax.cond(bad, lambda: run(log_domain), lambda: (scaled, errors))
+
+
 def _solve(logits, prob: _Problem, epsilon, rho_a, rho_b, *, tol, max_iters,
-           num_iters):
-  """Runs Sinkhorn; returns (f, g, errors, error, iterations)."""
+           num_iters, block):
+  """Runs Sinkhorn; returns (f, g, errors, error, iterations).
+
+  Iterations run in blocks of `block` (0: one log-domain iteration at a
+  time); the stopping test is per iteration, so the result is that of the
+  iteration-by-iteration algorithm whatever the block size.
+  """
   n, k = logits.shape
   # f0 derives from `logits` so that under shard_map it is per-device
   # (varying) like every later f; g is replicated (its sums are psum-reduced).
   f0 = jnp.zeros_like(logits[:, 0])
   g0 = jnp.zeros((k,), logits.dtype)
   carry = (f0, g0, _col_lse(logits, f0, prob.axis_name))
-  step = functools.partial(_iteration, logits, prob, epsilon, rho_a, rho_b)
+  limit = num_iters if num_iters is not None else max_iters
+  length = min(block, limit) if block else 1
+  num_blocks = -(-limit // length)
+  run_block = functools.partial(
+      _block, logits, prob, epsilon, rho_a, rho_b, length=length, limit=limit,
+      tol=None if num_iters is not None else tol, scaling=bool(block))
+  state = (carry, jnp.asarray(0, jnp.int32), jnp.asarray(False))
 
   if num_iters is not None:
-    carry, errors = jax.lax.scan(lambda c, _: step(c), carry, length=num_iters)
-    f, g, _ = carry
+    state, errors = jax.lax.scan(lambda s, _: run_block(s), state, None,
+                                 length=num_blocks)
+    (f, g, _), _, _ = state
+    errors = errors.reshape(-1)[:num_iters]
     return f, g, errors, errors[-1], jnp.asarray(num_iters, jnp.int32)
 
-  def cond(state):
-    _, err, it, _ = state
-    return jnp.logical_and(it < max_iters, err >= tol)
+  def cond(loop):
+    (_, it, done), _, _ = loop
+    return jnp.logical_and(it < max_iters, jnp.logical_not(done))
 
-  def body(state):
-    carry, _, it, errors = state
-    carry, err = step(carry)
-    return carry, err, it + 1, errors.at[it].set(err)
+  def body(loop):
+    state, errors, b = loop
+    state, block_errors = run_block(state)
+    errors = jax.lax.dynamic_update_slice(errors, block_errors, (b * length,))
+    return state, errors, b + 1
 
-  errors = -jnp.ones((max_iters,), logits.dtype)
-  init = (carry, jnp.asarray(jnp.inf, logits.dtype), jnp.asarray(0, jnp.int32),
-          errors)
-  (f, g, _), err, it, errors = jax.lax.while_loop(cond, body, init)
-  return f, g, errors, err, it
+  errors = -jnp.ones((num_blocks * length,), logits.dtype)
+  state, errors, _ = jax.lax.while_loop(
+      cond, body, (state, errors, jnp.asarray(0, jnp.int32)))
+  ((f, g, _), it, _) = state
+  errors = errors[:max_iters]
+  error = errors[jnp.maximum(it - 1, 0)]
+  return f, g, errors, error, it
 
 
 def _implicit_vjp_core(logits, f, g, log_a, log_b, tau_a, tau_b, balanced,
@@ -205,10 +301,10 @@ def _implicit_vjp_core(logits, f, g, log_a, log_b, tau_a, tau_b, balanced,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _implicit_potentials(logits, a, b, tau_a, tau_b, static, epsilon, rhos):
-  balanced, axis_name, tol, max_iters, num_iters = static
+  balanced, axis_name, tol, max_iters, num_iters, block = static
   prob = _Problem(jnp.log(a), jnp.log(b), tau_a, tau_b, balanced, axis_name)
   return _solve(jax.lax.stop_gradient(logits), prob, epsilon, *rhos, tol=tol,
-                max_iters=max_iters, num_iters=num_iters)
+                max_iters=max_iters, num_iters=num_iters, block=block)
 
 
 def _implicit_fwd(logits, a, b, tau_a, tau_b, static, epsilon, rhos):
@@ -260,6 +356,7 @@ def sinkhorn(scores: jax.typing.ArrayLike,
              rho_a: float | None = None,
              rho_b: float | None = None,
              differentiation: str | None = None,
+             scaling_block: int = 10,
              axis_name: str | None = None) -> SinkhornOutput:
   r"""Entropic OT plan between samples (rows) and prototypes (columns).
 
@@ -279,6 +376,14 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     rho_b: KL penalty on the column marginal (None = exact constraint).
     differentiation: ``'unroll'`` (default with `num_iters`) or
       ``'implicit'`` (default in tolerance mode, the only option there).
+    scaling_block: iterations per block of exp-domain matrix scaling (one
+      ``exp`` of the ``[n, k]`` kernel per block, then two matrix-vector
+      products per iteration, instead of two ``exp`` passes per iteration
+      in the log domain). A block whose scalings leave a safe range is
+      redone in the log domain, so small epsilons stay exact. ``0`` runs
+      the log domain throughout (cheaper under ``vmap``, where both
+      branches of the fallback are evaluated). The iterates, the stopping
+      iteration and the result do not depend on it.
     axis_name: mapped axis over which samples are sharded; per-prototype sums
       and the default ``1/n`` are reduced over it (SwAV's distributed
       Sinkhorn), per-sample sums stay local.
@@ -303,6 +408,9 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     num_iters = _checks.positive_int(num_iters, "num_iters")
   else:
     max_iters = _checks.positive_int(max_iters, "max_iters")
+  if not isinstance(scaling_block, int) or scaling_block < 0:
+    raise ValueError("`scaling_block` must be a non-negative int, got "
+                     f"{scaling_block!r}.")
   if differentiation is None:
     differentiation = "unroll" if num_iters is not None else "implicit"
   if differentiation not in ("unroll", "implicit"):
@@ -328,7 +436,7 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     prob = _Problem(jnp.log(a), jnp.log(b), tau_a, tau_b, balanced, axis_name)
     f, g, errors, error, iterations = _solve(
         logits, prob, epsilon, rho_a, rho_b, tol=tol, max_iters=max_iters,
-        num_iters=num_iters)
+        num_iters=num_iters, block=scaling_block)
   else:
     # The error needs epsilon and rho as plain values; they enter the
     # custom-VJP function as non-differentiable arguments, so they must be
@@ -338,7 +446,7 @@ def sinkhorn(scores: jax.typing.ArrayLike,
         raise ValueError(
             f"`{name}` must be a concrete number for implicit differentiation "
             "of unbalanced Sinkhorn; use num_iters with 'unroll' to trace it.")
-    static = (balanced, axis_name, tol, max_iters, num_iters)
+    static = (balanced, axis_name, tol, max_iters, num_iters, scaling_block)
     f, g, errors, error, iterations = _implicit_potentials(
         logits, a, b, jnp.asarray(tau_a, dtype), jnp.asarray(tau_b, dtype),
         static, None if balanced else float(epsilon), (rho_a, rho_b))

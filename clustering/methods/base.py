@@ -31,8 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import objectives as O
 from clustering import data as data_lib
+from clustering.kmeans import kmeans as fit_kmeans
+from clustering import models
 from clustering import neighbors as neighbors_lib
+
+REPRESENTATIONS = ("autoencoder", "tcr")
 
 
 class Method:
@@ -114,6 +119,45 @@ class Method:
       flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"]
     self.neighbors = neighbors_lib.nearest_neighbors(flat, k,
                                                      metric="cosine")
+
+  # ------------------------------------- learned space for prototype methods
+  @property
+  def representation(self) -> str:
+    """How DKM/ClAM learn the space their prototypes live in:
+    ``'autoencoder'`` (reconstruction, as in their papers) or ``'tcr'``
+    (MLC's self-supervised total coding rate on augmented views)."""
+    choice = self.config.objective.get("representation", "autoencoder")
+    if choice not in REPRESENTATIONS:
+      raise ValueError(f"objective.representation must be one of "
+                       f"{REPRESENTATIONS}; got {choice!r}.")
+    return choice
+
+  def create_embedding(self, rngs: nnx.Rngs) -> models.EmbeddingWithPrototypes:
+    """``config.model``'s backbone, a unit-norm head and ``k`` prototypes."""
+    m = self.config.model
+    return models.EmbeddingWithPrototypes(
+        models.make_encoder(m, self.example_shape, rngs=rngs),
+        tuple(m.head_hidden), m.z_dim, self.num_clusters, rngs=rngs)
+
+  def coding_rate_views(self, embed: Callable, x, key: jax.Array):
+    """MLC's self-supervised warm-up loss on two augmented views.
+
+    Returns:
+      (``[2, B, z]`` embeddings of the views, scalar
+      :func:`objectives.total_coding_rate_loss` with the objective's
+      ``eps_sq`` and ``invariance_weight``).
+    """
+    obj = self.config.objective
+    z = view_batch(lambda v: embed(v, train=True), self.two_views(key, x))
+    return z, O.total_coding_rate_loss(
+        z, eps_sq=obj.eps_sq, invariance_weight=obj.invariance_weight)
+
+  def init_prototypes(self, model: nnx.Module, features) -> None:
+    """Sets ``model.prototypes`` to k-means centroids (10 restarts) of the
+    training set's ``features [n, z]``."""
+    fit = fit_kmeans(features, self.num_clusters, n_init=10,
+                     seed=self.config.seed)
+    model.prototypes[...] = jnp.asarray(fit.centroids)
 
   def loss(self, model, x, key, step, phase):
     raise NotImplementedError

@@ -18,6 +18,14 @@ Two spaces (``model.encoder``):
   is reconstruction plus ``clam_weight`` times the ClAM loss on the latent,
   standardised per batch (running statistics at evaluation) so that the
   encoder cannot shrink the latent to shrink the completion error.
+
+``objective.representation='tcr'`` instead learns the space with MLC's
+self-supervised total coding rate on two augmented views (any backbone,
+e.g. a CNN, and a unit-norm head): TCR alone during the warm-up, then
+memories at k-means centroids of the embedding and
+``TCR + clam_weight * ClAM loss`` on the mean of the views (masked
+coordinates filled with 0, the centre of the sphere); TCR keeps the
+embedding from collapsing onto the memories.
 """
 
 from __future__ import annotations
@@ -29,14 +37,13 @@ import numpy as np
 
 import objectives as O
 from clustering import models
-from clustering.kmeans import kmeans as fit_kmeans
 from clustering.methods import base
 
 
 class Memories(nnx.Module):
 
   def __init__(self, init):
-    self.memories = nnx.Param(jnp.asarray(init))
+    self.prototypes = nnx.Param(jnp.asarray(init))
 
 
 class LatentMemories(nnx.Module):
@@ -45,7 +52,7 @@ class LatentMemories(nnx.Module):
   def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
     self.encoder, self.decoder = models.mlp_autoencoder(in_dim, hidden, z_dim,
                                                         rngs=rngs)
-    self.memories = nnx.Param(jnp.zeros((num_clusters, z_dim)))
+    self.prototypes = nnx.Param(jnp.zeros((num_clusters, z_dim)))
     # Batch statistics while training, running ones at evaluation: without
     # it the encoder shrinks the latent to shrink the completion error.
     self.standardize = nnx.BatchNorm(z_dim, use_bias=False, use_scale=False,
@@ -64,9 +71,13 @@ class ClAM(base.Method):
 
   @property
   def latent(self) -> bool:
-    return self.config.model.encoder != "identity"
+    """Memories in a learned space (autoencoder latent or TCR embedding)."""
+    return (self.representation == "tcr"
+            or self.config.model.encoder != "identity")
 
   def normalize(self, x):
+    if self.representation == "tcr":  # images stay images for the backbone
+      return super().normalize(x)
     x = x.reshape(x.shape[0], -1)
     if not self.config.objective.standardize:
       return x
@@ -82,10 +93,7 @@ class ClAM(base.Method):
   def start_phase(self, phase, model, train_outputs):
     if not self.latent or phase != "cluster":
       return
-    z = train_outputs()["features"]
-    fit = fit_kmeans(z, self.num_clusters, n_init=10,
-                     seed=self.config.seed)
-    model.memories[...] = jnp.asarray(fit.centroids)
+    self.init_prototypes(model, train_outputs()["features"])
 
   def fill_value(self):
     """The feature mean: 0 after z-scoring."""
@@ -95,6 +103,8 @@ class ClAM(base.Method):
 
   def create_model(self, rngs, x_init):
     m = self.config.model
+    if self.representation == "tcr":
+      return self.create_embedding(rngs)
     if m.encoder not in ("identity", "mlp"):
       raise ValueError("clam runs on the inputs (model.encoder='identity') "
                        "or in an MLP autoencoder's latent ('mlp'); got "
@@ -111,6 +121,18 @@ class ClAM(base.Method):
   def loss(self, model, x, key, step, phase):
     del step
     obj = self.config.objective
+    if self.representation == "tcr":
+      z, tcr = self.coding_rate_views(model, x, key)
+      if phase == "pretrain":
+        return tcr, {"tcr": tcr}
+      z = models.l2_normalize(jnp.mean(z, axis=0))
+      mask = jax.random.bernoulli(jax.random.fold_in(key, 1),
+                                  obj.mask_fraction, z.shape)
+      clam = O.clam_loss(z, model.prototypes[...], mask.astype(z.dtype),
+                         beta=obj.beta, alpha=obj.alpha,
+                         num_steps=obj.num_steps, fill_value=0.0)
+      return tcr + obj.clam_weight * clam, {"tcr": tcr,
+                                            "completion_mse": clam}
     x = self.normalize(x)
     if self.latent:
       z, recon = model(x, train=True)
@@ -118,13 +140,13 @@ class ClAM(base.Method):
       if phase == "pretrain":
         return recon_loss, {"reconstruction": recon_loss}
       mask = jax.random.bernoulli(key, obj.mask_fraction, z.shape)
-      clam = O.clam_loss(z, model.memories[...], mask.astype(z.dtype),
+      clam = O.clam_loss(z, model.prototypes[...], mask.astype(z.dtype),
                          beta=obj.beta, alpha=obj.alpha,
                          num_steps=obj.num_steps, fill_value=0.0)
       return recon_loss + obj.clam_weight * clam, {
           "reconstruction": recon_loss, "completion_mse": clam}
     mask = jax.random.bernoulli(key, obj.mask_fraction, x.shape)
-    loss = O.clam_loss(x, model.memories[...], mask.astype(x.dtype),
+    loss = O.clam_loss(x, model.prototypes[...], mask.astype(x.dtype),
                        beta=obj.beta, alpha=obj.alpha,
                        num_steps=obj.num_steps,
                        fill_value=self.fill_value())
@@ -133,11 +155,13 @@ class ClAM(base.Method):
   def outputs(self, model, x):
     obj = self.config.objective
     x = self.normalize(x)
-    if self.latent:
+    if self.representation == "tcr":
+      x = model(x, train=False)
+    elif self.latent:
       x, _ = model(x, train=False)
-    evolved = O.am_evolve(x, model.memories[...], beta=obj.beta,
+    evolved = O.am_evolve(x, model.prototypes[...], beta=obj.beta,
                           alpha=obj.alpha, num_steps=obj.num_steps)
-    d = O.squared_distances(evolved, model.memories[...])
+    d = O.squared_distances(evolved, model.prototypes[...])
     return {"features": x, "distances": d}
 
   def assign(self, outputs):

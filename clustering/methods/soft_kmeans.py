@@ -8,6 +8,13 @@ trainable centroids ``mu [k, z]`` and DKM's annealing ``1/T_t = alpha_t``
 ``anneal_every`` steps. Recipe: autoencoder pre-training (``pretrain``),
 then centroids initialised by k-means on the embeddings (``cluster``), as in
 DKM's pre-trained variant. Assignment: nearest centroid.
+
+``objective.representation='tcr'`` replaces the autoencoder by a backbone
+(``config.model``, e.g. a CNN) with a unit-norm head learned by MLC's
+self-supervised total coding rate on two augmented views: the warm-up is
+TCR alone, and the clustering loss is
+``TCR + kmeans_weight * soft_kmeans_loss(mean of the views, mu; T_t)``,
+TCR keeping the embedding from collapsing onto the centroids.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import objectives as O
-from clustering.kmeans import kmeans as fit_kmeans
 from clustering import models
 from clustering.methods import base
 
@@ -28,7 +34,7 @@ class AutoEncoder(nnx.Module):
   def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
     self.encoder, self.decoder = models.mlp_autoencoder(in_dim, hidden, z_dim,
                                                         rngs=rngs)
-    self.centroids = nnx.Param(jnp.zeros((num_clusters, z_dim)))
+    self.prototypes = nnx.Param(jnp.zeros((num_clusters, z_dim)))
 
   def __call__(self, x, *, train: bool = False):
     z = self.encoder(x.reshape(x.shape[0], -1), train=train)
@@ -42,6 +48,8 @@ class SoftKMeans(base.Method):
   def create_model(self, rngs, x_init):
     del x_init
     m = self.config.model
+    if self.representation == "tcr":
+      return self.create_embedding(rngs)
     if m.encoder != "mlp":
       raise ValueError("soft_kmeans (DKM) uses an MLP autoencoder; set "
                        f"model.encoder='mlp' (got {m.encoder!r}).")
@@ -57,10 +65,7 @@ class SoftKMeans(base.Method):
   def start_phase(self, phase, model, train_outputs):
     if phase != "cluster":
       return
-    z = train_outputs()["features"]
-    fit = fit_kmeans(z, self.num_clusters, n_init=10,
-                            seed=self.config.seed)
-    model.centroids[...] = jnp.asarray(fit.centroids)
+    self.init_prototypes(model, train_outputs()["features"])
 
   def inverse_temperature(self, step):
     obj = self.config.objective
@@ -69,6 +74,16 @@ class SoftKMeans(base.Method):
 
   def loss(self, model, x, key, step, phase):
     obj = self.config.objective
+    if self.representation == "tcr":
+      z, tcr = self.coding_rate_views(model, x, key)
+      if phase == "pretrain":
+        return tcr, {"tcr": tcr}
+      alpha = self.inverse_temperature(step)
+      kmeans_loss = O.soft_kmeans_loss(
+          models.l2_normalize(jnp.mean(z, axis=0)), model.prototypes[...],
+          temperature=1.0 / alpha)
+      return tcr + obj.kmeans_weight * kmeans_loss, {
+          "tcr": tcr, "soft_kmeans": kmeans_loss, "alpha": alpha}
     aug = self.config.data.augment
     x = self.normalize(x)
     noisy = x + aug.noise * jax.random.normal(key, x.shape) if aug.noise else x
@@ -77,15 +92,18 @@ class SoftKMeans(base.Method):
     if phase == "pretrain":
       return recon_loss, {"reconstruction": recon_loss}
     alpha = self.inverse_temperature(step)
-    kmeans_loss = O.soft_kmeans_loss(z, model.centroids[...],
+    kmeans_loss = O.soft_kmeans_loss(z, model.prototypes[...],
                                      temperature=1.0 / alpha)
     loss = recon_loss + obj.kmeans_weight * kmeans_loss
     return loss, {"reconstruction": recon_loss, "soft_kmeans": kmeans_loss,
                   "alpha": alpha}
 
   def outputs(self, model, x):
-    z, _ = model(self.normalize(x), train=False)
-    d = O.squared_distances(z, model.centroids[...])
+    if self.representation == "tcr":
+      z = model(self.normalize(x), train=False)
+    else:
+      z, _ = model(self.normalize(x), train=False)
+    d = O.squared_distances(z, model.prototypes[...])
     return {"features": z, "distances": d}
 
   def assign(self, outputs):

@@ -168,6 +168,40 @@ def test_bfloat16_and_tiny_epsilon_are_finite():
   np.testing.assert_allclose(tiny.plan.sum(1), 1 / 60, rtol=2e-3)
 
 
+@pytest.mark.parametrize("eps", [0.5, 0.05, 3e-3, 1e-4])
+@pytest.mark.parametrize("rho", [None, 1.0])
+def test_matrix_scaling_blocks_equal_log_domain(eps, rho):
+  # Large scores make exp(L) overflow at the smaller epsilons, so the
+  # scaling blocks must fall back to the log domain there.
+  s = 3.0 * _scores(14, n=50, k=9)
+  kw = dict(epsilon=eps, rho_a=rho, rho_b=rho)
+  for mode in (dict(num_iters=37), dict(tol=1e-4, max_iters=600)):
+    ref = O.sinkhorn(s, scaling_block=0, **kw, **mode)
+    for block in (1, 8, 64):
+      out = O.sinkhorn(s, scaling_block=block, **kw, **mode)
+      # Same iterates up to float32 rounding: the error is a difference of
+      # near-equal marginals (~1e-6 absolute noise), and at the smallest
+      # epsilon exp(L + f + g) carries ~1e-3 relative error in either form.
+      # That noise may move the tolerance crossing by one iteration.
+      its = int(out.iterations), int(ref.iterations)
+      assert abs(its[0] - its[1]) <= (0 if "num_iters" in mode else 1)
+      common = min(its)
+      np.testing.assert_allclose(out.errors[:common], ref.errors[:common],
+                                 rtol=5e-3, atol=5e-6)
+      np.testing.assert_allclose(out.plan, ref.plan, rtol=5e-3,
+                                 atol=2e-6 if its[0] == its[1] else 1e-5)
+      assert np.all(np.isfinite(out.plan))
+
+
+def test_matrix_scaling_unrolled_gradient_equals_log_domain():
+  s = _scores(15, n=20, k=6)
+  w = helpers.normal(16, s.shape)
+  grads = [jax.grad(lambda s: jnp.sum(O.sinkhorn(
+      s, epsilon=0.1, num_iters=25, scaling_block=b).plan * w))(s)
+           for b in (0, 10)]
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(scores=np.zeros(5, np.float32), epsilon=0.1), "`scores` must have rank 2"),
     (dict(scores=np.zeros((4, 3), np.int32), epsilon=0.1), "floating-point"),
@@ -176,6 +210,7 @@ def test_bfloat16_and_tiny_epsilon_are_finite():
     (dict(scores=np.zeros((4, 3)), epsilon=-1.0), "`epsilon` must be positive"),
     (dict(scores=np.zeros((4, 3)), epsilon=0.1, differentiation="unroll"), "needs a fixed `num_iters`"),
     (dict(scores=np.zeros((4, 3)), epsilon=0.1, num_iters=0), "`num_iters` must be a positive"),
+    (dict(scores=np.zeros((4, 3)), epsilon=0.1, scaling_block=-1), "`scaling_block` must be"),
 ])
 def test_bad_input(kwargs, match):
   scores = kwargs.pop("scores")
