@@ -17,6 +17,9 @@ Writes to ``--out``:
 * ``results.json``: one row per (dataset, method, seed): ``acc``, ``nmi``,
   ``ari``, ``silhouette`` (in the method's own feature space),
   ``silhouette_input`` (on the raw pixels, the same space for every method),
+  ``silhouette_kmeans`` (k-means with 10 restarts fitted in the method's own
+  space, the baselines' being the pixels: what k-means reaches on the same
+  data, for ClAM's claim),
   ``seconds`` (training + assignment wall time), ``seed``;
 * ``<dataset>/<method>.npz``: ``index``, ``cluster``, ``label`` (first seed);
 * ``results.md``: mean ± std over seeds, and ``<dataset>.png`` bar charts
@@ -130,6 +133,23 @@ def silhouette_on(x: np.ndarray, clusters: np.ndarray, seed: int):
   return float(silhouette_score(x, clusters, random_state=seed))
 
 
+def kmeans_silhouette(features: np.ndarray, k: int, seed: int) -> float:
+  """Silhouette of k-means (n_init=10) fitted on `features` themselves."""
+  from clustering.kmeans import kmeans  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(kmeans(features, k, n_init=10, seed=seed).labels)
+  return silhouette_on(features, labels, seed)
+
+
+_PIXEL_SILHOUETTES: dict[tuple[str, int], float] = {}
+
+
+def _pixel_kmeans_silhouette(dataset, x, k, seed):
+  """`kmeans_silhouette` of the pixels, once per (dataset, seed)."""
+  if (dataset, seed) not in _PIXEL_SILHOUETTES:
+    _PIXEL_SILHOUETTES[dataset, seed] = kmeans_silhouette(x, k, seed)
+  return _PIXEL_SILHOUETTES[dataset, seed]
+
+
 def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
             labels: np.ndarray, quick: bool, mnist_dir: str) -> dict:
   """Trains/fits one (method, dataset, seed); returns its results row."""
@@ -148,6 +168,7 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
       res = train.train_and_evaluate(config, workdir, show_progress=False)
     pred = np.load(os.path.join(workdir, "predictions.npz"))
     clusters = pred["cluster"]
+    features = pred["features"].reshape(len(clusters), -1)
     scores = {key: res[key] for key in ("acc", "nmi", "ari", "silhouette")}
     seconds = res["seconds"]
   else:
@@ -158,6 +179,9 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
   row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,
              **{key: float(v) for key, v in scores.items()},
              silhouette_input=silhouette_on(x, clusters, seed),
+             silhouette_kmeans=(
+                 kmeans_silhouette(features, k, seed) if method in DEEP_METHODS
+                 else _pixel_kmeans_silhouette(dataset, x, k, seed)),
              num_clusters_used=int(len(np.unique(clusters))))
   return row, clusters
 
@@ -171,7 +195,7 @@ def summarize(rows: list[dict]) -> list[dict]:
   for (dataset, method), rs in groups.items():
     s = dict(dataset=dataset, method=method, seeds=[r["seed"] for r in rs])
     for key in ("acc", "nmi", "ari", "silhouette", "silhouette_input",
-                "seconds"):
+                "silhouette_kmeans", "seconds"):
       vals = np.array([r[key] for r in rs], np.float64)
       s[key], s[key + "_std"] = float(np.mean(vals)), float(np.std(vals))
     out.append(s)
@@ -191,12 +215,14 @@ def markdown(summary: list[dict]) -> str:
     seeds = rows[0]["seeds"]
     lines += [f"### {dataset} (seeds {', '.join(map(str, seeds))})", "",
               "| method | ACC | NMI | ARI | silhouette (own space) | "
-              "silhouette (pixels) | seconds |",
-              "|---|---|---|---|---|---|---|"]
+              "k-means silhouette (own space) | silhouette (pixels) | "
+              "seconds |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in rows:
       lines.append(
           f"| {s['method']} | {_fmt(s, 'acc')} | {_fmt(s, 'nmi')} | "
           f"{_fmt(s, 'ari')} | {_fmt(s, 'silhouette')} | "
+          f"{_fmt(s, 'silhouette_kmeans')} | "
           f"{_fmt(s, 'silhouette_input')} | {_fmt(s, 'seconds', 0)} |")
     lines.append("")
   return "\n".join(lines)

@@ -7,7 +7,7 @@
   learning rate, steps/s and examples/s; per evaluation ACC/NMI/ARI/silhouette;
 * ``results.json``: final ``acc``, ``nmi``, ``ari``, ``silhouette``,
   ``final_loss``, ``num_steps``, ``seconds``, ``num_devices`` and more;
-* ``predictions.npz``: ``index``, ``cluster`` (and ``label``) of the
+* ``predictions.npz``: ``index``, ``cluster``, ``features`` (and ``label``) of the
   evaluation set;
 * ``loss.png``, ``confusion.png``, ``embedding.png``;
 * ``checkpoints/``: orbax checkpoints every ``checkpoint_every`` steps and at
@@ -433,7 +433,8 @@ def train_and_evaluate(config, workdir: str, *,
     writer.write(dict(step=num_steps, eval=ev["scores"]))
     report.write_json(os.path.join(workdir, "results.json"), results)
     arrays = dict(index=np.arange(eval_ds.num_examples),
-                  cluster=ev["clusters"])
+                  cluster=ev["clusters"],
+                  features=np.asarray(ev["features"], np.float32))
     if ev["labels"] is not None:
       arrays["label"] = ev["labels"]
     np.savez(os.path.join(workdir, "predictions.npz"), **arrays)

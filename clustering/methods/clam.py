@@ -23,9 +23,13 @@ Two spaces (``model.encoder``):
 self-supervised total coding rate on two augmented views (any backbone,
 e.g. a CNN, and a unit-norm head): TCR alone during the warm-up, then
 memories at k-means centroids of the embedding and
-``TCR + clam_weight * ClAM loss`` on the mean of the views (masked
-coordinates filled with 0, the centre of the sphere); TCR keeps the
-embedding from collapsing onto the memories.
+``TCR + clam_weight * ClAM loss``, ClAM on the clean batch's embedding as
+evaluation computes it (masked coordinates filled with 0, the centre of the
+sphere); TCR keeps the
+embedding from collapsing onto the memories. With
+``objective.clam_trains_encoder=False`` the recipe is two-stage instead: after
+the warm-up the embedding is frozen and the ClAM loss trains the memories
+only (the encoder's BatchNorm statistics still follow the batches).
 """
 
 from __future__ import annotations
@@ -125,14 +129,21 @@ class ClAM(base.Method):
       z, tcr = self.coding_rate_views(model, x, key)
       if phase == "pretrain":
         return tcr, {"tcr": tcr}
-      z = models.l2_normalize(jnp.mean(z, axis=0))
+      # ClAM sees the clean batch as evaluation does (no augmentation,
+      # running BatchNorm statistics): memories fitted to augmented views
+      # drift away from where the clean embeddings are assigned.
+      z = model(self.normalize(x), train=False)
+      joint = obj.get("clam_trains_encoder", True)
+      if not joint:
+        z = jax.lax.stop_gradient(z)
       mask = jax.random.bernoulli(jax.random.fold_in(key, 1),
                                   obj.mask_fraction, z.shape)
       clam = O.clam_loss(z, model.prototypes[...], mask.astype(z.dtype),
                          beta=obj.beta, alpha=obj.alpha,
                          num_steps=obj.num_steps, fill_value=0.0)
-      return tcr + obj.clam_weight * clam, {"tcr": tcr,
-                                            "completion_mse": clam}
+      # Two-stage (not joint): the embedding stays as the warm-up left it.
+      loss = obj.clam_weight * clam + (tcr if joint else 0.0)
+      return loss, {"tcr": tcr, "completion_mse": clam}
     x = self.normalize(x)
     if self.latent:
       z, recon = model(x, train=True)

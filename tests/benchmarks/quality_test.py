@@ -21,7 +21,7 @@ def test_quick_leaderboard_on_digits(tmp_path):
   assert on_disk == json.loads(json.dumps(rows))
   for row in rows:
     for key in ("acc", "nmi", "ari", "silhouette", "silhouette_input",
-                "seconds", "seed"):
+                "silhouette_kmeans", "seconds", "seed"):
       assert key in row and np.isfinite(row[key]), (key, row)
   for method in ("clam", "jax_kmeans", "sklearn_kmeans"):
     arrays = np.load(tmp_path / "digits" / f"{method}.npz")
@@ -34,6 +34,10 @@ def test_quick_leaderboard_on_digits(tmp_path):
   # k-means on digits pixels: ACC ~0.79 (scikit-learn and ours agree).
   km = [r for r in rows if r["method"].endswith("kmeans")]
   assert all(r["acc"] > 0.7 for r in km), km
+  # Our k-means refitted on its own space (the pixels) is the same fit.
+  for r in rows:
+    if r["method"] == "jax_kmeans":
+      assert r["silhouette_kmeans"] == pytest.approx(r["silhouette"], abs=1e-6)
   table = (tmp_path / "results.md").read_text()
   assert "| sklearn_kmeans |" in table and " ± " in table
   assert (tmp_path / "digits.png").stat().st_size > 1000

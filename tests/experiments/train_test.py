@@ -213,6 +213,30 @@ def test_icon_on_training_set_neighbour_pairs_and_clam_in_a_latent(tmp_path):
   assert phases == {"pretrain", "cluster"}
 
 
+@pytest.mark.parametrize("method,cluster_term", [
+    ("soft_kmeans", "soft_kmeans"), ("clam", "completion_mse")])
+def test_prototypes_in_a_tcr_embedding(method, cluster_term, tmp_path):
+  # DKM / ClAM with their space learned by MLC's TCR on augmented views.
+  config = get_config(method)
+  config.model.encoder = "mlp"
+  config.objective.update(dict(representation="tcr", warmup_steps=10))
+  res = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
+  assert res["acc"] > 0.3, res
+  records = [json.loads(line) for line in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  by_phase = {r["phase"]: r for r in records if "phase" in r}
+  assert set(by_phase) == {"pretrain", "cluster"}
+  assert "tcr" in by_phase["pretrain"] and cluster_term not in by_phase[
+      "pretrain"]
+  assert {"tcr", cluster_term} <= set(by_phase["cluster"])
+  features = np.load(tmp_path / "predictions.npz")["features"]
+  np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-4)
+  config.objective.representation = "pixels"
+  with pytest.raises(ValueError, match="objective.representation"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"),
+                             show_progress=False)
+
+
 def test_neighbour_pairs_resume_exactly(tmp_path):
   """A crash after the checkpoint at step 10 replays steps 11-17 with the
   same neighbour pairs: the pairs are a function of (seed, step)."""

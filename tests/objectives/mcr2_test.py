@@ -80,6 +80,19 @@ def test_many_cluster_path_equals_few_cluster_path():
   np.testing.assert_allclose(
       grams, np.einsum("nk,nd,ne->kde", gamma, z, z), rtol=1e-5, atol=1e-6)
 
+  # The hand-written backward pass (k > d) equals autodiff of the formula.
+  def straightforward(z, g):
+    tr = jnp.sum(g, 0) + 1e-8
+    a = jnp.eye(4) + (4 / (tr * 0.3))[:, None, None] * jnp.einsum(
+        "nk,nd,ne->kde", g, z, z, precision="highest")
+    return jnp.sum(tr * jnp.linalg.slogdet(a)[1]) / (2 * 30)
+  ours = jax.grad(lambda z, g: O.compression_rate(z, g, eps_sq=0.3),
+                  argnums=(0, 1))(z, gamma)
+  ref = jax.grad(straightforward, argnums=(0, 1))(jnp.asarray(z),
+                                                   jnp.asarray(gamma))
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
 
 def test_empty_cluster_contributes_nothing():
   z, _ = _data(4)
