@@ -30,15 +30,21 @@ import clustering
 import objectives as O
 from clustering import idx
 
-_QUICK = flags.DEFINE_bool("quick", False, "small shapes, for a smoke run.")
-_OUT = flags.DEFINE_string("out", None, "folder for results.md/results.json.")
-_CASES = flags.DEFINE_list("cases", ["sinkhorn", "kmeans", "mcr2",
-                                     "throughput"], "cases.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed runs per measurement.")
-_MNIST = flags.DEFINE_string(
-    "mnist_dir",
-    str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test"),
-    "folder with MNIST t10k IDX files.")
+DEFAULT_MNIST_DIR = str(
+    pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test")
+CASES = ("sinkhorn", "kmeans", "mcr2", "throughput")
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program: the quality
+  benchmark defines its own `--quick` and `--out` in the same process
+  when both modules are imported (as in the test suite)."""
+  flags.DEFINE_bool("quick", False, "small shapes, for a smoke run.")
+  flags.DEFINE_string("out", None, "folder for results.md/results.json.")
+  flags.DEFINE_list("cases", list(CASES), "cases.")
+  flags.DEFINE_integer("repeats", 3, "timed runs per measurement.")
+  flags.DEFINE_string("mnist_dir", DEFAULT_MNIST_DIR,
+                      "folder with MNIST t10k IDX files.")
 
 
 def _block(out):
@@ -320,27 +326,27 @@ def to_markdown(rows):
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   print(f"devices: {jax.devices()}")
   rows = []
-  cases = {"sinkhorn": lambda: sinkhorn_case(_QUICK.value, _REPEATS.value),
-           "kmeans": lambda: kmeans_case(_QUICK.value, _REPEATS.value,
-                                         _MNIST.value),
-           "mcr2": lambda: mcr2_case(_QUICK.value, _REPEATS.value),
-           "throughput": lambda: throughput_case(_QUICK.value,
-                                                 _REPEATS.value)}
-  for name in _CASES.value:
+  cases = {"sinkhorn": lambda: sinkhorn_case(f.quick, f.repeats),
+           "kmeans": lambda: kmeans_case(f.quick, f.repeats, f.mnist_dir),
+           "mcr2": lambda: mcr2_case(f.quick, f.repeats),
+           "throughput": lambda: throughput_case(f.quick, f.repeats)}
+  for name in f.cases:
     if name not in cases:
       raise app.UsageError(f"unknown case {name!r}; choose from {sorted(cases)}")
     print(f"running {name} ...", flush=True)
     rows += cases[name]()
   table = to_markdown(rows)
   print(table)
-  if _OUT.value:
-    out = pathlib.Path(_OUT.value)
+  if f.out:
+    out = pathlib.Path(f.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(f"devices: {jax.devices()}\n\n{table}")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -5,13 +5,15 @@ Timings are printed by the benchmark, never asserted here.
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from benchmarks import speed
 
-MNIST = pathlib.Path(speed._MNIST.default)
+MNIST = pathlib.Path(speed.DEFAULT_MNIST_DIR)
 
 
 def _check_row(row):
@@ -62,3 +64,15 @@ def test_throughput_row_and_written_table(tmp_path):
   table = speed.to_markdown([row])
   assert table.count("\n") == 3 and "| - |" in table
   json.dumps(row)  # the results.json row is serialisable
+
+
+def test_command_line_quick_writes_tables(tmp_path):
+  # benchmarks.speed defines its flags only when run as a program, so it
+  # can be imported next to benchmarks.quality (both have --quick, --out).
+  root = pathlib.Path(__file__).resolve().parents[2]
+  subprocess.run([sys.executable, "-m", "benchmarks.speed", "--quick",
+                  "--cases=mcr2", "--repeats=1", f"--out={tmp_path}"],
+                 check=True, cwd=root, timeout=300)
+  rows = json.loads((tmp_path / "results.json").read_text())
+  assert rows and all(r["ours_s"] > 0 for r in rows)
+  assert "| MLC Rc" in (tmp_path / "results.md").read_text()
