@@ -70,6 +70,18 @@ def get_config():
       # coding length (reported in results.json; () = off).
       num_clusters_candidates=(),
   ))
+
+  # Multi-host training on JAX's distributed runtime (docs/scaling.md). With
+  # a coordinator address every process runs the same command with its own
+  # process_id; `auto` lets JAX detect a Cloud TPU VM, Slurm or Open MPI
+  # cluster instead. Empty and False: one process.
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="",  # host:port of process 0
+      num_processes=0,
+      process_id=-1,
+      local_device_ids="",     # e.g. "0,1": this process's devices (GPUs)
+      auto=False,
+  ))
   return config
 
 

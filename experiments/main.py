@@ -48,6 +48,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  # Before anything touches a device: joins the other processes, if any.
+  train.initialize_distributed(config)
   workdir = _WORKDIR.value or default_workdir(config.method or "run")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())

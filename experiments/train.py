@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -142,6 +143,37 @@ def dataset_stats(dataset: data_lib.Dataset, *, seed: int,
   return stats, x
 
 
+def initialize_distributed(config) -> bool:
+  """Joins JAX's distributed runtime as ``config.distributed`` says.
+
+  Must run before anything touches a device. Returns whether it did. On CPU
+  the collectives go through gloo (the CPU backend has no other
+  cross-process implementation).
+
+  Raises:
+    ValueError: for an incomplete or impossible ``config.distributed``.
+  """
+  d = config.get("distributed")
+  if d is None or not (d.coordinator_address or d.auto):
+    return False
+  if d.coordinator_address:
+    if d.num_processes < 1 or not 0 <= d.process_id < d.num_processes:
+      raise ValueError(
+          "config.distributed needs num_processes >= 1 and 0 <= process_id "
+          f"< num_processes; got num_processes={d.num_processes}, "
+          f"process_id={d.process_id}.")
+    device_ids = ([int(i) for i in str(d.local_device_ids).split(",")]
+                  if d.local_device_ids else None)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=d.coordinator_address,
+                               num_processes=d.num_processes,
+                               process_id=d.process_id,
+                               local_device_ids=device_ids)
+  else:  # TPU VM, Slurm, Open MPI: JAX reads the cluster's environment.
+    jax.distributed.initialize()
+  return True
+
+
 def make_mesh(devices=None):
   """1-D ``('data',)`` mesh over ``devices`` (default: all, of all hosts)."""
   devices = jax.devices() if devices is None else list(devices)
@@ -247,6 +279,8 @@ class Trainer:
       x = x[jax.process_index() * per_process:][:per_process]
       out = self._outputs(params, self.state["rest"],
                           global_batch(x, self.sharded))
+      if jax.process_count() > 1:  # each process holds its rows only
+        out = multihost_utils.process_allgather(out, tiled=True)
       pieces.append(jax.tree.map(lambda o, n=len(idx): np.asarray(o)[:n], out))
       labels.append(y)
     outs = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
