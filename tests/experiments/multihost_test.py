@@ -53,24 +53,26 @@ def _run_all(commands_and_envs, logs):
   return [p.returncode for p in procs]
 
 
-def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
+def _train_both(tmp_path, multi, single, tag, *extra):
+  """Runs the 2-process job and the 1-process job side by side."""
   port = _free_port()
-  multi, single = tmp_path / "two_processes", tmp_path / "one_process"
   runs = [(_command(multi,
                     f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                     "--config.distributed.num_processes=2",
-                    f"--config.distributed.process_id={i}"), _env(2))
+                    f"--config.distributed.process_id={i}", *extra), _env(2))
           for i in (0, 1)]
-  runs.append((_command(single), _env(4)))
-  logs = [open(tmp_path / f"log{i}.txt", "w") for i in range(3)]
+  runs.append((_command(single, *extra), _env(4)))
+  paths = [tmp_path / f"{tag}{i}.log" for i in range(3)]
+  logs = [open(path, "w") for path in paths]
   try:
     codes = _run_all(runs, logs)
   finally:
     for log in logs:
       log.close()
-  outputs = [(tmp_path / f"log{i}.txt").read_text()[-3000:] for i in range(3)]
-  assert codes == [0, 0, 0], outputs
+  assert codes == [0, 0, 0], [path.read_text()[-3000:] for path in paths]
 
+
+def _assert_same_run(multi, single):
   res_multi = json.loads((multi / "results.json").read_text())
   res_single = json.loads((single / "results.json").read_text())
   assert res_multi["num_processes"] == 2 and res_multi["num_devices"] == 4
@@ -80,6 +82,7 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
   pm, ps = np.load(multi / "predictions.npz"), np.load(single / "predictions.npz")
   np.testing.assert_array_equal(pm["cluster"], ps["cluster"])
   np.testing.assert_allclose(pm["features"], ps["features"], atol=1e-5)
+
   # Process 0 alone writes the metrics (each step once), and every logged
   # loss follows the one-process run.
   def losses(workdir):
@@ -91,6 +94,19 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
   assert steps_m == steps_s and len(set(steps_m)) == len(steps_m)
   np.testing.assert_allclose([lm[k] for k in steps_m],
                              [ls[k] for k in steps_s], rtol=1e-5, atol=1e-6)
+  return res_multi
+
+
+def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
+  multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+  _train_both(tmp_path, multi, single, "first")
+  res = _assert_same_run(multi, single)
+  assert res["resumed_from"] == 0
+  # Both jobs continue from their shared-workdir checkpoints to 40 steps.
+  _train_both(tmp_path, multi, single, "resumed",
+              "--config.train.num_steps=40")
+  res = _assert_same_run(multi, single)
+  assert res["resumed_from"] == 30 and res["num_steps"] == 40
 
 
 def test_incomplete_distributed_config_fails_before_any_device():
