@@ -25,11 +25,11 @@ e.g. a CNN, and a unit-norm head): TCR alone during the warm-up, then
 memories at k-means centroids of the embedding and
 ``TCR + clam_weight * ClAM loss``, ClAM on the clean batch's embedding as
 evaluation computes it (masked coordinates filled with 0, the centre of the
-sphere); TCR keeps the
-embedding from collapsing onto the memories. With
-``objective.clam_trains_encoder=False`` the recipe is two-stage instead: after
-the warm-up the embedding is frozen and the ClAM loss trains the memories
-only (the encoder's BatchNorm statistics still follow the batches).
+sphere); TCR keeps the embedding from collapsing onto the memories. With
+``objective.clam_trains_encoder=False`` the recipe is two-stage instead:
+after the warm-up the embedding gets no gradient and the ClAM loss trains
+the memories only (the encoder's BatchNorm statistics still follow the
+batches).
 """
 
 from __future__ import annotations
