@@ -69,23 +69,33 @@ def _embeddings(z, name="z"):
   return z
 
 
-def _logdet_chol(matrices):
-  chol = jnp.linalg.cholesky(matrices)
+def _cholesky_logdet(chol):
+  """``log det`` of ``L L^T`` from its Cholesky factor ``L [..., m, m]``."""
   return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)),
                        axis=-1)
 
 
-def _logdet_chol_one_at_a_time(matrices):
-  batch = matrices.shape[:-2]
-  flat = matrices.reshape((-1,) + matrices.shape[-2:])
-  return jax.lax.map(_logdet_chol, flat).reshape(batch)
+def _logdet_chol(matrices):
+  return _cholesky_logdet(jnp.linalg.cholesky(matrices))
 
 
-def _logdet_chol_cpu(matrices):
-  # Trace-time check: a single CPU device cannot starve its own pool.
-  if len(jax.local_devices(backend="cpu")) > 1:
-    return _logdet_chol_one_at_a_time(matrices)
-  return _logdet_chol(matrices)
+def _batched_cpu_safe(fn):
+  """``fn`` over ``[..., m, m]`` matrices, one matrix at a time when several
+  CPU devices share the process (see :func:`logdet_spd` for why)."""
+
+  def one_at_a_time(matrices):
+    batch = matrices.shape[:-2]
+    flat = matrices.reshape((-1,) + matrices.shape[-2:])
+    out = jax.lax.map(fn, flat)
+    return out.reshape(batch + out.shape[1:])
+
+  def on_cpu(matrices):
+    # Trace-time check: a single CPU device cannot starve its own pool.
+    if len(jax.local_devices(backend="cpu")) > 1:
+      return one_at_a_time(matrices)
+    return fn(matrices)
+
+  return lambda m: jax.lax.platform_dependent(m, cpu=on_cpu, default=fn)
 
 
 def logdet_spd(matrices: jax.Array) -> jax.Array:
@@ -106,8 +116,7 @@ def logdet_spd(matrices: jax.Array) -> jax.Array:
   """
   if matrices.ndim == 2:
     return _logdet_chol(matrices)
-  return jax.lax.platform_dependent(matrices, cpu=_logdet_chol_cpu,
-                                    default=_logdet_chol)
+  return _batched_cpu_safe(_logdet_chol)(matrices)
 
 
 def _identity_plus(scale, gram):
@@ -166,27 +175,8 @@ def cluster_grams(z: jax.Array, membership: jax.Array,
   else:
     # Many clusters (MLC: k = n): one GEMM against row-wise outer products,
     # O(n d^2) memory instead of O(n^2 d). Only the upper triangle is formed.
-    iu, ju = jnp.triu_indices(d)
-    outer = z[:, iu] * z[:, ju]  # [n, d(d+1)/2]
-    packed = jnp.matmul(membership.T, outer, precision=_HI)
-    grams = jnp.zeros((k, d, d), z.dtype).at[:, iu, ju].set(packed)
-    grams = grams + jnp.swapaxes(jnp.triu(grams, 1), 1, 2)
+    grams, _ = _packed_grams(z, membership)
   return _checks.batch_sum(grams, axis_name)
-
-
-def _batched_cpu_safe(fn):
-  """`fn` over a batch of matrices, one at a time with several CPU devices
-  (see :func:`logdet_spd` for the thread-pool deadlock this avoids)."""
-
-  def one_at_a_time(m):
-    return jax.lax.map(fn, m)
-
-  def on_cpu(m):
-    if len(jax.local_devices(backend="cpu")) > 1:
-      return one_at_a_time(m)
-    return fn(m)
-
-  return lambda m: jax.lax.platform_dependent(m, cpu=on_cpu, default=fn)
 
 
 def _packing(d: int):
@@ -206,11 +196,6 @@ def _packed_grams(z, membership):
   packed = jnp.matmul(membership.T, outer, precision=_HI)
   grams = jnp.take(packed, where, axis=1).reshape(-1, d, d)
   return grams, outer
-
-
-def _cholesky_logdet(chol):
-  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)),
-                       axis=-1)
 
 
 @jax.custom_vjp
