@@ -9,3 +9,12 @@ from clustering.metrics import hungarian_accuracy
 from clustering.metrics import normalized_mutual_info
 from clustering.kmeans import KMeansResult
 from clustering.kmeans import kmeans
+from clustering.kmeans import SoftKMeansResult
+from clustering.kmeans import annealed_soft_kmeans
+from clustering.neighbors import nearest_neighbors
+from clustering.estimators import ClAM
+from clustering.estimators import IConClustering
+from clustering.estimators import KMeans
+from clustering.estimators import MCR2Clustering
+from clustering.estimators import SinkhornKMeans
+from clustering.estimators import SoftKMeans

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from objectives import _checks
+from objectives import dkm_inverse_temperature
+from objectives import soft_kmeans_assignments
+from objectives import soft_kmeans_centroids
 from objectives import squared_distances
 
 
@@ -135,3 +138,81 @@ def kmeans(x: jax.typing.ArrayLike,
                  num_clusters=num_clusters, n_init=n_init,
                  max_iters=max_iters)
 
+
+
+class SoftKMeansResult(NamedTuple):
+  """Best restart of :func:`annealed_soft_kmeans`.
+
+  Attributes:
+    centroids: ``[k, d]``.
+    labels: ``[n]`` int32 nearest centroid.
+    inertia: hard inertia (sum of squared distances to the nearest centroid).
+    temperature: the last temperature of the schedule (squared-distance
+      units).
+  """
+  centroids: jax.Array
+  labels: jax.Array
+  inertia: jax.Array
+  temperature: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("num_clusters", "n_init",
+                                             "steps"))
+def _annealed(x, key, alpha_0, *, num_clusters, n_init, steps):
+  # Temperatures in units of the data's squared distances: the schedule is
+  # then the same for pixels in [0, 16] and for unit-norm embeddings.
+  scale = jnp.maximum(jnp.mean(squared_distances(x, jnp.mean(x, 0)[None])),
+                      jnp.finfo(x.dtype).tiny)
+  temps = scale / dkm_inverse_temperature(jnp.arange(steps), alpha_0=alpha_0)
+
+  def one(key):
+    centroids = _kmeans_plus_plus(x, num_clusters, key)
+
+    def step(c, t):
+      resp = soft_kmeans_assignments(x, c, temperature=t)
+      return soft_kmeans_centroids(x, resp), None
+
+    centroids, _ = jax.lax.scan(step, centroids, temps)
+    labels, dist = _assign(x, centroids)
+    return centroids, labels.astype(jnp.int32), jnp.sum(dist)
+
+  centroids, labels, inertia = jax.vmap(one)(jax.random.split(key, n_init))
+  best = jnp.argmin(inertia)
+  return SoftKMeansResult(centroids[best], labels[best], inertia[best],
+                          temps[-1])
+
+
+def annealed_soft_kmeans(x: jax.typing.ArrayLike,
+                         num_clusters: int,
+                         *,
+                         n_init: int = 10,
+                         steps: int = 60,
+                         alpha_0: float = 0.1,
+                         seed: int = 0) -> SoftKMeansResult:
+  """Soft k-means EM under DKM's annealing, ``n_init`` restarts in a vmap.
+
+  Each restart starts from k-means++ centroids; step ``t`` sets every
+  centroid to the mean of ``x`` weighted by soft assignments at temperature
+  ``s / alpha_t`` (``alpha_t``: :func:`objectives.dkm_inverse_temperature`,
+  ``s``: the mean squared distance to the data mean). As ``alpha_t`` grows
+  the steps become Lloyd steps (deterministic annealing). The restart with
+  the lowest hard inertia wins.
+
+  Args:
+    x: ``[n, d]`` samples.
+    num_clusters: ``k <= n``.
+    n_init: restarts.
+    steps: annealing steps.
+    alpha_0: first inverse temperature (in units of ``1/s``).
+    seed: PRNG seed.
+  """
+  x = _checks.float_array(x, "x", "[n, d]", rank=2)
+  num_clusters = _checks.positive_int(num_clusters, "num_clusters")
+  if num_clusters > x.shape[0]:
+    raise ValueError(f"`num_clusters`={num_clusters} exceeds the number of "
+                     f"samples n={x.shape[0]} in `x` {x.shape}.")
+  _checks.positive(alpha_0, "alpha_0")
+  return _annealed(x, jax.random.PRNGKey(seed), jnp.asarray(alpha_0, x.dtype),
+                   num_clusters=num_clusters,
+                   n_init=_checks.positive_int(n_init, "n_init"),
+                   steps=_checks.positive_int(steps, "steps"))

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from sklearn import datasets
 
+import clustering
 import objectives as O
 from clustering import metrics
 
@@ -44,31 +45,6 @@ def load_digits():
   x, y = datasets.load_digits(return_X_y=True)
   x = x / 16.0  # pixel intensities are 0..16; keep k-means' geometry
   return x.astype(np.float32), y.astype(np.int32)
-
-
-def annealed_soft_kmeans(x, k, *, restarts, steps, key):
-  """EM on the DKM loss with DKM's annealing; restarts run under vmap."""
-  x = jnp.asarray(x)
-  n = x.shape[0]
-  temps = 1.0 / O.dkm_inverse_temperature(jnp.arange(steps), alpha_0=0.1)
-  # Temperatures are in units of the data's squared distances.
-  scale = jnp.mean(O.squared_distances(x, x[:1]))
-  temps = temps * scale
-
-  def fit(key):
-    centroids = x[jax.random.choice(key, n, (k,), replace=False)]
-
-    def step(c, t):
-      r = O.soft_kmeans_assignments(x, c, temperature=t)
-      return O.soft_kmeans_centroids(x, r), None
-
-    centroids, _ = jax.lax.scan(step, centroids, temps)
-    inertia = O.soft_kmeans_loss(x, centroids, temperature=1e-6) * n
-    return centroids, inertia
-
-  centroids, inertia = jax.jit(jax.vmap(fit))(jax.random.split(key, restarts))
-  best = int(jnp.argmin(inertia))
-  return centroids[best], float(inertia[best])
 
 
 def train_clam(x, init, *, steps, beta, key):
@@ -98,8 +74,9 @@ def run(restarts=10, anneal_steps=60, clam_steps=300, seed=0, log=print):
   key = jax.random.PRNGKey(seed)
   rows = []
 
-  centroids, inertia = annealed_soft_kmeans(
-      x, k, restarts=restarts, steps=anneal_steps, key=key)
+  fit = clustering.annealed_soft_kmeans(x, k, n_init=restarts,
+                                        steps=anneal_steps, seed=seed)
+  centroids, inertia = fit.centroids, float(fit.inertia)
   km_labels = np.asarray(jnp.argmin(O.squared_distances(x, centroids), 1))
   rows.append(("soft k-means (DKM annealing)",
                metrics.clustering_metrics(y, km_labels, x),
@@ -138,9 +115,9 @@ def run(restarts=10, anneal_steps=60, clam_steps=300, seed=0, log=print):
   log("\nCPP coding length per candidate k (eps_sq=0.1; lowest is chosen):")
   lengths = {}
   for cand in (5, 8, 10, 12, 15):
-    c, _ = annealed_soft_kmeans(x, cand, restarts=max(restarts // 2, 1),
-                                steps=anneal_steps, key=key)
-    labels = jnp.argmin(O.squared_distances(x, c), 1)
+    labels = clustering.annealed_soft_kmeans(
+        x, cand, n_init=max(restarts // 2, 1), steps=anneal_steps,
+        seed=seed).labels
     lengths[cand] = float(O.coding_length(unit, labels, eps_sq=0.1,
                                           num_clusters=cand))
     log(f"  k={cand:2d} {lengths[cand]:12.1f}")
