@@ -230,15 +230,15 @@ def markdown(summary: list[dict]) -> str:
 
 def plot(summary: list[dict], out: str) -> list[str]:
   """One bar chart of ACC and NMI per method for each dataset."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Figure objects without pyplot: no global backend switch.
+  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
   paths = []
   for dataset in dict.fromkeys(s["dataset"] for s in summary):
     rows = [s for s in summary if s["dataset"] == dataset]
     names = [s["method"] for s in rows]
     pos = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(rows) + 2), 3.8))
+    fig = mpl_figure.Figure(figsize=(max(6, 0.8 * len(rows) + 2), 3.8))
+    ax = fig.subplots()
     for offset, key, colour in ((-0.2, "acc", "tab:blue"),
                                 (0.2, "nmi", "tab:orange")):
       ax.bar(pos + offset, [s[key] for s in rows], 0.4,
@@ -253,7 +253,6 @@ def plot(summary: list[dict], out: str) -> list[str]:
     fig.tight_layout()
     path = os.path.join(out, f"{dataset}.png")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     paths.append(path)
   return paths
 

@@ -1,6 +1,6 @@
 """What a run leaves in its workdir: JSON lines, results, predictions, plots.
 
-Plots are written with matplotlib's Agg backend (no display needed):
+Plots are drawn on matplotlib ``Figure`` objects (no pyplot, no display):
 ``loss.png`` (loss terms over steps, phases marked), ``confusion.png`` (true
 labels vs clusters, columns in Hungarian-matched order) and ``embedding.png``
 (the learned features in 2-D, t-SNE up to 3,000 points and PCA above,
@@ -146,9 +146,9 @@ def embed_2d(features: np.ndarray, *, tsne_max: int = 3000):
 def plot_run(workdir: str, records: list[dict], phases, *, features,
              clusters, labels, title: str):
   """Writes loss.png, embedding.png and (with labels) confusion.png."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Figure objects without pyplot: no global backend switch (a notebook
+  # that calls this keeps its inline plots), no display needed.
+  from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
 
   train = [r for r in records if "loss" in r]
   if train:
@@ -158,8 +158,8 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
     keys = sorted(keys, key=lambda k: (k != "loss", k))  # loss first
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows),
-                             squeeze=False)
+    fig = mpl_figure.Figure(figsize=(3.2 * cols, 2.7 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(keys):]:
       ax.axis("off")
     for ax, key in zip(axes.flat, keys):
@@ -176,10 +176,10 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "loss.png"), dpi=110)
-    plt.close(fig)
 
   xy, how = embed_2d(features)
-  fig, ax = plt.subplots(figsize=(4.5, 4.2))
+  fig = mpl_figure.Figure(figsize=(4.5, 4.2))
+  ax = fig.subplots()
   ax.scatter(xy[:, 0], xy[:, 1], c=clusters, s=4, alpha=0.8, linewidths=0,
              cmap="tab10" if np.max(clusters) < 10 else "tab20")
   ax.set_title(f"{title}: features ({how}), coloured by cluster", fontsize=9)
@@ -187,11 +187,11 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
   ax.set_yticks([])
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "embedding.png"), dpi=110)
-  plt.close(fig)
 
   if labels is not None:
     counts, classes, groups = matched_confusion(labels, clusters)
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig = mpl_figure.Figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
     im = ax.imshow(counts, cmap="Blues")
     ax.set_xticks(range(len(groups)), [str(g) for g in groups], fontsize=7)
     ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
@@ -206,4 +206,3 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
     ax.set_title(f"{title}: confusion", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "confusion.png"), dpi=110)
-    plt.close(fig)
