@@ -86,8 +86,12 @@ def get_config():
 
 
 def parse_arg(arg):
-  """``'quick,npy'`` -> ``{'quick', 'npy'}`` (big_vision-style config args)."""
-  return set(filter(None, (arg or "").split(",")))
+  """``'quick,npy'`` (or ``'quick:npy'``) -> ``{'quick', 'npy'}``.
+
+  big_vision-style config args; ``--config=configs/cpp.py:npy:quick`` hands
+  this function ``'npy:quick'``, so both separators are accepted.
+  """
+  return set(filter(None, (arg or "").replace(":", ",").split(",")))
 
 
 def quick(config, *, num_steps=30):
