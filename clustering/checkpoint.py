@@ -4,6 +4,13 @@ A checkpoint holds the whole train state (parameters, BatchNorm statistics,
 optimizer state, EMA, step) and a JSON record of how the input order is
 derived (seed, global batch size, steps done), so a restarted run reads the
 exact batches an uninterrupted one would.
+
+Crash safety: orbax writes each checkpoint into a temporary folder and
+renames it when complete, so a process killed mid-save leaves no checkpoint
+that :meth:`Checkpointer.steps` lists. If the newest listed checkpoint still
+cannot be read (a damaged disk, files removed by hand),
+:meth:`Checkpointer.restore_latest` says so, deletes it and falls back to
+the previous one.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -32,6 +40,10 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def steps(self) -> list[int]:
+    """Steps of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, meta: dict, *, force: bool = False):
     """Saves when ``step`` is a multiple of ``every`` (or ``force``)."""
     if not force and step % self.every:
@@ -48,6 +60,29 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state),
         meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> tuple[int, Any, dict] | None:
+    """``(step, state, meta)`` of the newest readable checkpoint, or None.
+
+    An unreadable checkpoint is logged, deleted (so a later save of the
+    same step is not refused) and skipped for the one before it.
+    """
+    steps = self.steps()
+    for i, step in enumerate(reversed(steps)):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        older = steps[-i - 2] if i + 1 < len(steps) else None
+        logging.warning(
+            "Checkpoint at step %d in %s is unreadable (%s: %s); %s.", step,
+            self.directory, type(e).__name__, str(e).splitlines()[0][:300],
+            f"falling back to step {older}" if older is not None
+            else "no older checkpoint, starting from scratch")
+        self._manager.delete(step)
+        continue
+      return step, state, meta
+    return None
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from typing import Any, Callable, Sequence
 
 import grain
@@ -75,13 +76,32 @@ class Dataset:
     return np.concatenate(xs), labels
 
 
-def from_arrays(name: str, x: np.ndarray, labels: np.ndarray | None) -> Dataset:
+def check_finite_rows(x: np.ndarray, source: str) -> None:
+  """Raises ``ValueError`` naming ``source`` and the first rows with a NaN
+  or an infinity: one bad example would turn every loss it touches to NaN."""
+  bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
+  if bad.size:
+    shown = ", ".join(map(str, bad[:5])) + (", ..." if bad.size > 5 else "")
+    raise ValueError(f"{source}: {bad.size} row(s) contain NaN or Inf "
+                     f"(rows {shown}); clean or drop them first.")
+
+
+def from_arrays(name: str, x: np.ndarray, labels: np.ndarray | None, *,
+                source: str | None = None) -> Dataset:
+  """A dataset over in-memory arrays; ``source`` (a file) names it in
+  errors."""
+  source = source or name
+  if not (np.issubdtype(np.asarray(x).dtype, np.number)
+          or np.asarray(x).dtype == np.bool_):
+    raise ValueError(f"{source}: features must be numeric, got dtype "
+                     f"{np.asarray(x).dtype}.")
   x = np.ascontiguousarray(x, dtype=np.float32)
+  check_finite_rows(x, source)
   if labels is not None:
     labels = np.asarray(labels).astype(np.int32).reshape(-1)
     if labels.shape[0] != x.shape[0]:
-      raise ValueError(f"{name}: {x.shape[0]} examples but {labels.shape[0]} "
-                       "labels.")
+      raise ValueError(f"{source}: {x.shape[0]} examples but "
+                       f"{labels.shape[0]} labels.")
   num_classes = None if labels is None else int(np.unique(labels).size)
 
   def get(indices):
@@ -124,21 +144,39 @@ def _npy(config):
     raise ValueError(f"data.name='npy' needs data.path pointing at a .npy or "
                      f".npz file of features; got {path!r}.")
   if path.endswith(".npz"):
-    with np.load(path) as f:
+    with _open_array_file(path) as f:
       key = "features" if "features" in f else ("x" if "x" in f else None)
       if key is None:
         raise ValueError(f"{path}: expected an array named 'features' or 'x'; "
                          f"found {sorted(f.files)}.")
-      x = f[key]
-      y = f["labels"] if "labels" in f else (f["y"] if "y" in f else None)
+      x = _read_member(f, key, path)
+      y = (_read_member(f, "labels", path) if "labels" in f else
+           (_read_member(f, "y", path) if "y" in f else None))
   else:
-    x, y = np.load(path), None
+    x, y = _open_array_file(path), None
     labels_path = config.get("labels_path")
     if labels_path:
-      y = np.load(labels_path)
+      y = _open_array_file(labels_path)
   if x.ndim != 2:
     raise ValueError(f"{path}: features must be [n, d]; got shape {x.shape}.")
-  return from_arrays(f"npy:{os.path.basename(path)}", x, y)
+  return from_arrays(f"npy:{os.path.basename(path)}", x, y, source=path)
+
+
+def _open_array_file(path):
+  """``np.load`` with a clear error for a corrupt or non-NumPy file."""
+  try:
+    return np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not a readable .npy/.npz file "
+                     f"({type(e).__name__}: {e}).") from e
+
+
+def _read_member(archive, key, path):
+  try:
+    return archive[key]
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: array {key!r} is corrupt "
+                     f"({type(e).__name__}: {e}).") from e
 
 
 def gaussian_mixture(*, num_examples: int, num_clusters: int, dim: int,
@@ -230,6 +268,11 @@ def _tfds(config, name, split):
   def get(indices):
     rows = [examples[int(i)] for i in indices]
     x = np.stack([r[0] for r in rows])
+    if not np.isfinite(x).all():  # float features; images are uint8
+      bad = [int(indices[i]) for i in np.flatnonzero(
+          ~np.isfinite(x.reshape(len(x), -1)).all(axis=1))]
+      raise ValueError(f"TFDS {name!r} split {split!r}: example(s) {bad[:5]} "
+                       "contain NaN or Inf.")
     y = np.stack([r[1] for r in rows]) if has_labels else None
     return x, y
 

@@ -19,8 +19,12 @@ def read_idx(path) -> np.ndarray:
   """
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"{path} could not be read ({type(e).__name__}: {e}); "
+                     "is it a complete IDX file?") from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
     raise ValueError(f"{path} is not an IDX file (bad magic number).")
   ndim = data[3]

@@ -62,6 +62,10 @@ def get_config():
       eval_every=500,
       log_every=50,
       ema_decay=0.0,           # > 0: evaluate an EMA of the parameters
+      # A step whose loss or gradient is NaN/Inf: 'stop' (name the step and
+      # loss terms, keep the last good checkpoint, exit non-zero) or 'skip'
+      # (leave the parameters as they were and go on; counted in results).
+      nonfinite="stop",
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

@@ -7,6 +7,11 @@ r"""Trains a clustering method: the project's main job.
 Every config runs on the embedded digits data by default (no network). The
 workdir defaults to a fresh folder under ./runs/; pointing --workdir at an
 existing run resumes it from its last checkpoint.
+
+Exit status: 0 done; 2 a bad config or dataset (one line on stderr, before
+anything is compiled); 1 a NaN/Inf loss (``train.nonfinite='stop'``);
+143 (130 for Ctrl-C) stopped by SIGTERM with a checkpoint saved: run the same
+command again to resume.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging as logging_std
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -57,7 +63,18 @@ def main(argv):
                jax.__version__, jax.default_backend(), jax.process_count(),
                jax.device_count(), jax.devices())
   logging.info("workdir: %s\nconfig:\n%s", workdir, config)
-  results = train.train_and_evaluate(config, workdir)
+  try:
+    results = train.train_and_evaluate(config, workdir)
+  except train.SetupError as e:
+    # A config or data problem, found before anything was compiled.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except train.NonFiniteLoss as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except train.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signum)  # 143 for SIGTERM, as the shell reports it
   summary = "  ".join(f"{k} {results[k]:.4f}" for k in (
       "acc", "nmi", "ari", "silhouette") if results.get(k) is not None)
   print(f"{config.method} on {results['eval_data']}: {summary}  "

@@ -43,13 +43,13 @@ class MetricsWriter:
     self.enabled = enabled
 
   def truncate_after(self, step: int):
-    """Drops records of steps > ``step`` (a resumed run redoes them)."""
+    """Drops records of steps > ``step`` (a resumed run redoes them) and a
+    line torn by a killed process."""
     if not (self.enabled and os.path.exists(self.path)):
       return
-    kept = [line for line in open(self.path) if line.strip()
-            and json.loads(line).get("step", 0) <= step]
-    with open(self.path, "w") as f:
-      f.writelines(kept)
+    kept = [json.dumps(r) + "\n" for r in self.read()
+            if r.get("step", 0) <= step]
+    _atomic_write(self.path, "".join(kept))
 
   def write(self, record: dict):
     if self.enabled:
@@ -59,13 +59,27 @@ class MetricsWriter:
   def read(self) -> list[dict]:
     if not os.path.exists(self.path):
       return []
-    return [json.loads(line) for line in open(self.path) if line.strip()]
+    records = []
+    for line in open(self.path):
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # empty, or cut short when a process was killed
+    return records
+
+
+def _atomic_write(path: str, text: str):
+  """Writes a file so that a reader (or a crash) sees the old or new
+  contents, never half of them."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def write_json(path: str, obj: dict):
-  with open(path, "w") as f:
-    json.dump(_clean(obj), f, indent=2, sort_keys=True)
-    f.write("\n")
+  _atomic_write(path, json.dumps(_clean(obj), indent=2, sort_keys=True)
+                + "\n")
 
 
 class Progress:

@@ -15,6 +15,22 @@
   latest checkpoint and ends with the same parameters and predictions as an
   uninterrupted run (the input order is a function of seed and step).
 
+Failure handling:
+
+* killed at any moment (SIGKILL included, during a save too): the next run
+  resumes from the last complete checkpoint (orbax renames a checkpoint
+  into place only once it is complete); an unreadable newest checkpoint is
+  reported and the previous one is used;
+* SIGTERM (what a TPU VM preemption or ``scancel`` sends) and Ctrl-C: the
+  loop finishes the current step, saves a checkpoint and raises
+  :class:`Preempted` (``experiments.main`` exits with status 143);
+* a NaN/Inf loss or gradient: the step's update is never applied (checked
+  on device), nothing non-finite is checkpointed, and with
+  ``train.nonfinite='stop'`` training stops with :class:`NonFiniteLoss`
+  naming the step and the loss terms; with ``'skip'`` it goes on;
+* a config or data problem raises :class:`SetupError` before anything is
+  compiled (``experiments.main`` prints it as one line and exits with 2).
+
 Parallelism: one 1-D mesh ``('data',)`` over every device of every process;
 each global batch is sharded ``P('data')``, the train state is replicated
 ``P()``, and one jitted step (per training phase) updates it in place (donated
@@ -24,8 +40,11 @@ global batch is the same number on 1 or 8 devices.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -47,6 +66,23 @@ from experiments import report
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine")
+_NONFINITE = ("stop", "skip")
+
+
+class SetupError(ValueError):
+  """The config or the data cannot train; raised before any compilation."""
+
+
+class NonFiniteLoss(FloatingPointError):
+  """A step's loss or gradient was NaN/Inf with ``train.nonfinite='stop'``."""
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; the finished steps are checkpointed."""
+
+  def __init__(self, message: str, *, step: int, signum: int):
+    super().__init__(message)
+    self.step, self.signum = step, signum
 
 
 # ------------------------------------------------------------- validation
@@ -72,6 +108,9 @@ def validate_config(config, *, num_devices: int, num_examples: int | None = None
       raise ValueError(f"train.{name} must be >= 1; got {t[name]}.")
   if not 0.0 <= t.ema_decay < 1.0:
     raise ValueError(f"train.ema_decay must be in [0, 1); got {t.ema_decay}.")
+  if t.get("nonfinite", "stop") not in _NONFINITE:
+    raise ValueError(f"train.nonfinite must be one of {_NONFINITE}; got "
+                     f"{t.nonfinite!r}.")
   o = config.optimizer
   if o.name not in _OPTIMIZERS:
     raise ValueError(f"optimizer.name must be one of {_OPTIMIZERS}; got "
@@ -230,9 +269,20 @@ class Trainer:
     if self.config.train.ema_decay:
       ema = optax.incremental_update(params, ema,
                                      1.0 - self.config.train.ema_decay)
-    new_state = dict(params=params, rest=rest, opt_state=opt_state, ema=ema,
-                     step=step + 1)
-    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), **aux)
+    grad_norm = optax.tree.norm(grads)
+    param_norm = optax.tree.norm(params)
+    # A NaN/Inf step (loss, gradient or the updated parameters) leaves the
+    # state as it was (the step counter moves on): nothing non-finite ever
+    # reaches the parameters or a checkpoint.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+              & jnp.isfinite(param_norm))
+    new_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        dict(params=params, rest=rest, opt_state=opt_state, ema=ema),
+        {k: state[k] for k in ("params", "rest", "opt_state", "ema")})
+    new_state["step"] = step + 1
+    metrics = dict(loss=loss, grad_norm=grad_norm, param_norm=param_norm,
+                   **aux)
     return new_state, metrics
 
   def train_step(self, phase: str, x: jax.Array):
@@ -320,6 +370,43 @@ def evaluate(trainer: Trainer, dataset: data_lib.Dataset, *,
 # -------------------------------------------------------------------- run
 
 
+def _finite_mean(values) -> float:
+  """Mean over the finite values (skipped steps' NaNs aside); NaN if none."""
+  values = np.asarray(values, np.float64)
+  values = values[np.isfinite(values)]
+  return float(values.mean()) if values.size else float("nan")
+
+
+class _StopFlag:
+  signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_signals():
+  """SIGTERM and SIGINT set a flag that the loop checks after each step
+  (a preemption notice gives seconds to minutes: enough to finish a step
+  and save). Outside the main thread signals cannot be caught; the flag
+  then stays unset."""
+  flag = _StopFlag()
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del frame
+    if flag.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    flag.signum = signum
+
+  previous = {sig: signal.signal(sig, handler)
+              for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield flag
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
 def train_and_evaluate(config, workdir: str, *,
                        on_step: Callable[[int], None] | None = None,
                        show_progress: bool = True,
@@ -342,14 +429,17 @@ def train_and_evaluate(config, workdir: str, *,
   mesh = make_mesh(devices)
   num_devices = mesh.size
   methods.get(config.method)
-  validate_config(config, num_devices=num_devices)
-  train_ds = data_lib.load(config.data, num_clusters=config.num_clusters)
-  eval_ds = (data_lib.load(config.data, num_clusters=config.num_clusters,
-                           split=config.data.eval_split)
-             if config.data.eval_split else train_ds)
-  validate_config(config, num_devices=num_devices,
-                  num_examples=train_ds.num_examples,
-                  num_eval_examples=eval_ds.num_examples)
+  try:
+    validate_config(config, num_devices=num_devices)
+    train_ds = data_lib.load(config.data, num_clusters=config.num_clusters)
+    eval_ds = (data_lib.load(config.data, num_clusters=config.num_clusters,
+                             split=config.data.eval_split)
+               if config.data.eval_split else train_ds)
+    validate_config(config, num_devices=num_devices,
+                    num_examples=train_ds.num_examples,
+                    num_eval_examples=eval_ds.num_examples)
+  except ValueError as e:
+    raise SetupError(str(e)) from e
 
   is_main = jax.process_index() == 0
   stats, x_sample = dataset_stats(train_ds, seed=config.seed)
@@ -376,19 +466,18 @@ def train_and_evaluate(config, workdir: str, *,
                         input_order="grain MapDataset.range(n).shuffle(seed)"
                         ".repeat(); batch s = items [s*B, (s+1)*B)")
   start_step = 0
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, saved = ckpt.restore(latest, checkpoint_lib.abstract_like(
-        trainer.state))
+  restored = ckpt.restore_latest(checkpoint_lib.abstract_like(trainer.state))
+  if restored is not None:
+    latest, state, saved = restored
     for key in ("seed", "batch_size", "num_examples"):
       if saved[key] != meta(latest)[key]:
-        raise ValueError(
+        raise SetupError(
             f"The checkpoint in {workdir} was written with {key}="
             f"{saved[key]}, this config has {meta(latest)[key]}; use a new "
             "--workdir.")
     trainer.state, start_step = state, int(latest)
-    writer.truncate_after(start_step)
     logging.info("Resumed from the checkpoint at step %d.", start_step)
+  writer.truncate_after(start_step)
 
   num_steps = config.train.num_steps
   phase_starts = {first: name for name, first in method.phases}
@@ -397,55 +486,95 @@ def train_and_evaluate(config, workdir: str, *,
                              enabled=show_progress and is_main)
   train_outputs = lambda: trainer.outputs(train_ds)[0]  # noqa: E731
   pending, t_log, last_loss = [], time.perf_counter(), float("nan")
+  skipped = []  # steps whose update was dropped (train.nonfinite='skip')
+  num_checked = 0  # pending[:num_checked] are known to be finite
+
+  def check_finite():
+    """Fetches the unchecked steps' metrics; raises NonFiniteLoss or logs
+    skipped steps. Called before every checkpoint and log line."""
+    nonlocal num_checked
+    for done, m in pending[num_checked:]:
+      m = jax.device_get(m)
+      if all(np.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
+        continue
+      terms = ", ".join(f"{k}={float(v):.6g}" for k, v in m.items())
+      if config.train.nonfinite == "skip":
+        skipped.append(done)
+        logging.warning("Step %d: non-finite loss, gradient or parameters "
+                        "(%s); update skipped.", done, terms)
+        continue
+      last_good = ckpt.latest_step()
+      ckpt.close()
+      raise NonFiniteLoss(
+          f"Step {done}: the loss, gradient or updated parameters are not "
+          f"finite ({terms}). Training stopped; "
+          + (f"the last good checkpoint is step {last_good} in "
+             f"{ckpt.directory}." if last_good is not None else
+             "no checkpoint was written.")
+          + " Lower optimizer.learning_rate, set optimizer.grad_clip, or "
+          "set train.nonfinite='skip' to drop such steps.")
+    num_checked = len(pending)
+
   step = start_step
-  try:
-    while step < num_steps:
-      phase = method.phase(step)
-      if step in phase_starts:
-        trainer.start_phase(phase, train_outputs)
-      idx = data_lib.batch_indices(order, step, b,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-      x, _ = train_ds.get(idx)
-      if method.neighbors is not None:
-        partners = data_lib.partner_indices(
-            method.neighbors, idx, seed=config.seed, step=step, batch_size=b,
-            process_index=jax.process_index(),
-            process_count=jax.process_count())
-        x = (x, train_ds.get(partners)[0])
-      batch = jax.tree.map(lambda a: global_batch(a, trainer.sharded), x)
-      pending.append(trainer.train_step(phase, batch))
-      step += 1
-      if step % config.train.log_every == 0 or step == num_steps:
-        logged = jax.device_get(pending)
-        now = time.perf_counter()
-        rate = len(logged) / (now - t_log)
-        record = {k: float(np.mean([m[k] for m in logged]))
-                  for k in logged[-1]}
-        last_loss = float(logged[-1]["loss"])
-        record.update(step=step, phase=phase, steps_per_sec=rate,
-                      examples_per_sec=rate * b,
-                      learning_rate=float(trainer.schedule(step - 1))
-                      if callable(trainer.schedule) else trainer.schedule)
-        writer.write(record)
-        if not np.isfinite(record["loss"]):
-          raise FloatingPointError(
-              f"Loss became {record['loss']} at step {step}; see "
-              f"{writer.path}.")
-        pending, t_log = [], now
-        progress.update(step, loss=record["loss"])
-      if on_step is not None:
-        on_step(step)
-      ckpt.save(step, trainer.state, meta(step))
-      if step % config.train.eval_every == 0 and step < num_steps:
-        ev = evaluate(trainer, eval_ds)
-        writer.write(dict(step=step, eval=ev["scores"]))
-        logging.info("step %d eval: %s", step, ev["scores"])
-  except KeyboardInterrupt:
-    # Preempted or stopped by hand: keep the finished steps.
-    ckpt.save(step, trainer.state, meta(step), force=True)
-    ckpt.close()
-    raise
+  with _stop_signals() as stop:
+    try:
+      while step < num_steps:
+        phase = method.phase(step)
+        if step in phase_starts:
+          trainer.start_phase(phase, train_outputs)
+        idx = data_lib.batch_indices(order, step, b,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+        x, _ = train_ds.get(idx)
+        if method.neighbors is not None:
+          partners = data_lib.partner_indices(
+              method.neighbors, idx, seed=config.seed, step=step,
+              batch_size=b, process_index=jax.process_index(),
+              process_count=jax.process_count())
+          x = (x, train_ds.get(partners)[0])
+        batch = jax.tree.map(lambda a: global_batch(a, trainer.sharded), x)
+        pending.append((step + 1, trainer.train_step(phase, batch)))
+        step += 1
+        if step % config.train.log_every == 0 or step == num_steps:
+          check_finite()
+          logged = [m for _, m in jax.device_get(pending)]
+          now = time.perf_counter()
+          rate = len(logged) / (now - t_log)
+          record = {k: _finite_mean([m[k] for m in logged])
+                    for k in logged[-1]}
+          last_loss = float(logged[-1]["loss"])
+          record.update(step=step, phase=phase, steps_per_sec=rate,
+                        examples_per_sec=rate * b,
+                        learning_rate=float(trainer.schedule(step - 1))
+                        if callable(trainer.schedule) else trainer.schedule)
+          writer.write(record)
+          pending, num_checked, t_log = [], 0, now
+          progress.update(step, loss=record["loss"])
+        if on_step is not None:
+          on_step(step)
+        if step % config.train.checkpoint_every == 0:
+          check_finite()
+          ckpt.save(step, trainer.state, meta(step))
+        if stop.signum is not None:
+          check_finite()
+          ckpt.save(step, trainer.state, meta(step), force=True)
+          ckpt.close()
+          name = signal.Signals(stop.signum).name
+          raise Preempted(
+              f"{name} received: stopped after step {step} of {num_steps} "
+              f"with a checkpoint in {ckpt.directory}; run the same command "
+              "again to resume.", step=step, signum=stop.signum)
+        if step % config.train.eval_every == 0 and step < num_steps:
+          ev = evaluate(trainer, eval_ds)
+          writer.write(dict(step=step, eval=ev["scores"]))
+          logging.info("step %d eval: %s", step, ev["scores"])
+    except KeyboardInterrupt:
+      # Stopped by hand (or by a test hook): keep the finished steps.
+      check_finite()
+      ckpt.save(step, trainer.state, meta(step), force=True)
+      ckpt.close()
+      raise
+  check_finite()
   ckpt.save(num_steps, trainer.state, meta(num_steps), force=True)
   ckpt.close()
 
@@ -455,7 +584,7 @@ def train_and_evaluate(config, workdir: str, *,
   ev = evaluate(trainer, eval_ds, final=True)
   seconds = time.perf_counter() - t_start
   results = dict(ev["scores"], **ev["extra"], final_loss=last_loss,
-                 num_steps=num_steps,
+                 num_steps=num_steps, skipped_steps=skipped,
                  resumed_from=start_step, seconds=seconds,
                  num_devices=num_devices, num_processes=jax.process_count(),
                  method=config.method, data=train_ds.name,
@@ -471,7 +600,9 @@ def train_and_evaluate(config, workdir: str, *,
                   features=np.asarray(ev["features"], np.float32))
     if ev["labels"] is not None:
       arrays["label"] = ev["labels"]
-    np.savez(os.path.join(workdir, "predictions.npz"), **arrays)
+    tmp = os.path.join(workdir, f"predictions.tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(workdir, "predictions.npz"))
     report.plot_run(workdir, writer.read(), method.phases,
                     features=ev["features"], clusters=ev["clusters"],
                     labels=ev["labels"],

@@ -1,0 +1,253 @@
+"""Crash safety, for real: subprocesses killed with SIGKILL and SIGTERM,
+damaged checkpoints, NaN losses, and bad command lines."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from configs import soft_kmeans
+from experiments import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# A quick run with room to be killed in: 120 steps, a checkpoint every 10.
+ARGS = ["--config=configs/soft_kmeans.py:quick",
+        "--config.train.num_steps=120", "--config.train.checkpoint_every=10",
+        "--config.train.log_every=5", "--config.train.eval_every=1000"]
+TIMEOUT = 120
+
+
+def _env():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["XLA_FLAGS"] = " ".join(
+      f for f in env.get("XLA_FLAGS", "").split()
+      if "xla_force_host_platform_device_count" not in f)
+  return env
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen(
+      [sys.executable, "-m", "experiments.main", *ARGS, *extra,
+       f"--workdir={workdir}"], cwd=ROOT, env=_env(),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run(workdir, *extra):
+  proc = _start(workdir, *extra)
+  out, err = proc.communicate(timeout=TIMEOUT)
+  return proc.returncode, out, err
+
+
+def _records(workdir):
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  return path.read_text().count("\n") if path.exists() else 0
+
+
+def _outputs(workdir):
+  workdir = pathlib.Path(workdir)
+  arrays = np.load(workdir / "predictions.npz")
+  results = json.loads((workdir / "results.json").read_text())
+  losses = [(r["step"], r["loss"]) for r in map(
+      json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]
+  return arrays, results, losses
+
+
+def _assert_same_run(a, b):
+  arrays_a, results_a, losses_a = _outputs(a)
+  arrays_b, results_b, losses_b = _outputs(b)
+  for key in ("cluster", "features", "label"):
+    np.testing.assert_array_equal(arrays_a[key], arrays_b[key])
+  assert results_a["final_loss"] == results_b["final_loss"]
+  assert results_a["acc"] == results_b["acc"]
+  assert losses_a == losses_b  # every logged step exactly once, same values
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference")
+  code, _, err = _run(workdir)
+  assert code == 0, err
+  return workdir
+
+
+def _wait_for(condition, proc, timeout=TIMEOUT):
+  deadline = time.time() + timeout
+  while not condition():
+    if proc.poll() is not None or time.time() > deadline:
+      return False
+    time.sleep(0.001)
+  return True
+
+
+def test_sigkill_at_random_moments_resumes_exactly(reference, tmp_path):
+  rng = np.random.default_rng(0)
+  workdir = tmp_path / "run"
+  checkpoints = workdir / "checkpoints"
+  kills, kills_in_save = 0, 0
+  for attempt in range(8):
+    proc = _start(workdir)
+    if attempt % 2 == 0:
+      # Kill while orbax is writing a checkpoint (its temporary folder
+      # exists), whenever the next save comes.
+      def saving():
+        return checkpoints.exists() and any(
+            "tmp" in p.name for p in checkpoints.iterdir())
+      landed = _wait_for(saving, proc)
+    else:
+      # Kill after a random number of logged steps.
+      target = _records(workdir) + int(rng.integers(1, 6))
+      landed = _wait_for(lambda: _records(workdir) >= target, proc)
+      time.sleep(float(rng.uniform(0, 0.05)))
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait(timeout=TIMEOUT)
+      kills += 1
+      kills_in_save += attempt % 2 == 0 and landed
+    else:
+      break
+  code, _, err = _run(workdir)  # the same command, until it finishes
+  assert code == 0, err
+  assert kills >= 3, kills
+  _assert_same_run(reference, workdir)
+  print(f"{kills} SIGKILLs, {kills_in_save} of them while a checkpoint was "
+        "being written")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(reference, tmp_path):
+  workdir = tmp_path / "run"
+  proc = _start(workdir)
+  assert _wait_for(lambda: _records(workdir) >= 4, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=TIMEOUT)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert "SIGTERM received: stopped after step" in err
+  assert "Traceback" not in err
+  stopped = int(err.split("stopped after step ")[1].split()[0])
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == stopped and stopped < 120
+  code, _, err = _run(workdir)
+  assert code == 0, err
+  assert json.loads((workdir / "results.json").read_text())[
+      "resumed_from"] == stopped
+  _assert_same_run(reference, workdir)
+
+
+def _quick(num_steps, **train_overrides):
+  config = soft_kmeans.get_config("quick")
+  config.train.num_steps = num_steps
+  config.train.checkpoint_every = 10
+  config.train.update(train_overrides)
+  return config
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+  ref = train.train_and_evaluate(_quick(30), str(tmp_path / "ref"),
+                                 show_progress=False, devices=_one_device())
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(_quick(20), str(workdir), show_progress=False,
+                           devices=_one_device())
+  ckpts = workdir / "checkpoints"
+  assert sorted(p.name for p in ckpts.iterdir()) == ["10", "20"]
+  # Damage step 20: its array data disappears (a bad disk, a stray rm).
+  for f in (ckpts / "20" / "state").rglob("*"):
+    if f.is_file() and "metadata" not in f.name:
+      f.write_bytes(b"")
+  results = train.train_and_evaluate(_quick(30), str(workdir),
+                                     show_progress=False,
+                                     devices=_one_device())
+  assert results["resumed_from"] == 10
+  assert results["final_loss"] == ref["final_loss"]
+  np.testing.assert_array_equal(
+      np.load(workdir / "predictions.npz")["features"],
+      np.load(tmp_path / "ref" / "predictions.npz")["features"])
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(_quick(20), str(workdir), show_progress=False,
+                           devices=_one_device())
+  ckpts = workdir / "checkpoints"
+  # What a process killed mid-save leaves: orbax's temporary folder of a
+  # later step, with part of the files.
+  partial = ckpts / "30.orbax-checkpoint-tmp-1234567"
+  shutil.copytree(ckpts / "20", partial)
+  for f in list(partial.rglob("*"))[::2]:
+    if f.is_file():
+      f.unlink()
+  results = train.train_and_evaluate(_quick(40), str(workdir),
+                                     show_progress=False,
+                                     devices=_one_device())
+  assert results["resumed_from"] == 20
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_checkpoints(
+    tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_quick(20), workdir, show_progress=False,
+                           devices=_one_device())
+  diverging = _quick(40)
+  diverging.optimizer.learning_rate = 1e12
+  with pytest.raises(train.NonFiniteLoss,
+                     match=r"Step 2\d: the loss, gradient or updated parameters are "
+                     r"not finite \(.*param_norm=.*"
+                     r"last good checkpoint is step 20"):
+    train.train_and_evaluate(diverging, workdir, show_progress=False,
+                             devices=_one_device())
+  ckpts = sorted(p.name for p in (pathlib.Path(workdir) / "checkpoints")
+                 .iterdir())
+  assert ckpts == ["10", "20"]
+  # Restarted without the bad setting, the run goes on from step 20.
+  results = train.train_and_evaluate(_quick(30), workdir, show_progress=False,
+                                     devices=_one_device())
+  assert results["resumed_from"] == 20 and np.isfinite(results["final_loss"])
+
+
+def test_nonfinite_steps_can_be_skipped(tmp_path):
+  config = _quick(20, nonfinite="skip")
+  # Every update overflows float32: each one is dropped, the state stays
+  # the initial one and the run still ends with finite outputs.
+  config.optimizer.learning_rate = 1e39
+  results = train.train_and_evaluate(config, str(tmp_path), show_progress=False,
+                                     devices=_one_device())
+  assert results["skipped_steps"] == list(range(1, 21)), results
+  features = np.load(tmp_path / "predictions.npz")["features"]
+  assert np.all(np.isfinite(features))
+
+
+def _one_device():
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.devices()[:1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.num_clusters=5000"], "error: num_clusters=5000 exceeds the "
+     "1797 training examples."),
+    (["--config.data.name=idx", "--config.data.path=/nonexistent"],
+     "error: /nonexistent has no train-images-idx3-ubyte[.gz]."),
+    (["--config.train.nonfinite=maybe"], "error: train.nonfinite must be one "
+     "of ('stop', 'skip'); got 'maybe'."),
+])
+def test_bad_command_lines_fail_in_one_line_before_compiling(extra, message,
+                                                             tmp_path):
+  workdir = tmp_path / "run"
+  code, _, err = _run(workdir, *extra)
+  assert code == 2, err
+  assert err.strip().splitlines()[-1] == message
+  assert "Traceback" not in err and "Compiling" not in err
+  assert not workdir.exists()  # nothing started
+
+
+def test_unknown_and_mistyped_config_fields_are_flag_errors(tmp_path):
+  code, _, err = _run(tmp_path / "a", "--config.data.batchsize=64")
+  assert code != 0 and "config.data.batchsize" in err
+  code, _, err = _run(tmp_path / "b", "--config.data.batch_size=lots")
+  assert code != 0 and "lots" in err
