@@ -5,8 +5,12 @@ shapes at trace time (raising ``ValueError`` that names the argument), works
 under ``jit``/``grad``/``vmap``, accumulates in at least float32, and, where
 the math has batch-level statistics, takes ``axis_name`` to compute the exact
 global-batch value inside ``shard_map``/``pmap``.
+
+Inputs holding NaN/Inf raise ``ValueError`` when passed eagerly; inside
+``jit`` wrap the function with :func:`checked` to get the same errors.
 """
 
+from objectives._checks import checked
 from objectives._clam import am_assignments
 from objectives._clam import am_energy
 from objectives._clam import am_evolve

@@ -5,16 +5,73 @@ trace and cost nothing at run time. Values (temperatures, epsilons) are only
 checked when they are concrete Python/NumPy numbers: under `vmap` or `jit`
 they may be tracers, and then the documented valid range is the caller's
 contract.
+
+NaN/Inf in array inputs: a concrete (eagerly passed) array is checked
+always. Inside `jit` the values are not known at trace time; checking them
+there is opt-in, because it adds a reduction per input: :func:`checked`
+runs a function under `jax.experimental.checkify` with the checks on and
+raises the same ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
+
+_TRACED_CHECKS = [False]  # on while `checked` traces a function
+
+
+@contextlib.contextmanager
+def _traced_checks():
+  previous = _TRACED_CHECKS[0]
+  _TRACED_CHECKS[0] = True
+  try:
+    yield
+  finally:
+    _TRACED_CHECKS[0] = previous
+
+
+def checked(fn: Callable) -> Callable:
+  """``fn`` (jitted) with NaN/Inf checks of every objective's array inputs.
+
+  ``O.checked(loss_fn)(params, x)`` returns what ``jax.jit(loss_fn)`` does,
+  or raises ``ValueError("`z` contains NaN or +-Inf ...")`` naming the first
+  offending argument. Wrap the function itself, not an already jitted one
+  (whose cached trace has no checks). Costs one reduction per input.
+  """
+  checked_fn = jax.jit(checkify.checkify(fn))
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    with _traced_checks():
+      error, out = checked_fn(*args, **kwargs)
+    message = error.get()
+    if message:
+      raise ValueError(message.split(" (check failed at")[0])
+    return out
+
+  return wrapper
+
+
+def _check_finite(x, name: str, allow_neg_inf: bool) -> None:
+  bad = jnp.isnan(x) | (x == jnp.inf) if allow_neg_inf else ~jnp.isfinite(x)
+  what = "NaN or +Inf" if allow_neg_inf else "NaN or +-Inf"
+  # Under a trace (jit, scan, vmap) even a concrete `x` gives a traced `bad`.
+  if isinstance(bad, jax.core.Tracer):
+    if _TRACED_CHECKS[0]:
+      checkify.check(~jnp.any(bad), f"`{name}` contains {what} values.")
+    return
+  bad = np.asarray(bad)
+  if bad.any():
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(f"`{name}` contains {what} values ({int(bad.sum())} of "
+                     f"{bad.size}; the first at index {first}).")
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -25,7 +82,8 @@ def compute_dtype(dtype) -> jnp.dtype:
   return dtype
 
 
-def float_array(x, name: str, shape: str, rank: int | None = None) -> jax.Array:
+def float_array(x, name: str, shape: str, rank: int | None = None, *,
+                allow_neg_inf: bool = False) -> jax.Array:
   """Returns `x` as a floating array in its compute dtype, after checks.
 
   Args:
@@ -33,9 +91,11 @@ def float_array(x, name: str, shape: str, rank: int | None = None) -> jax.Array:
     name: the argument's name, used in error messages.
     shape: the documented shape, e.g. ``"[n, d]"``, used in error messages.
     rank: required rank, or None to accept any.
+    allow_neg_inf: -Inf is a legal value (log-probabilities, masked scores).
 
   Raises:
-    ValueError: if `x` is not floating point or has the wrong rank.
+    ValueError: if `x` is not floating point, has the wrong rank, or (when
+      concrete, or under :func:`checked`) holds NaN/Inf.
   """
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -47,6 +107,7 @@ def float_array(x, name: str, shape: str, rank: int | None = None) -> jax.Array:
     raise ValueError(
         f"`{name}` must have rank {rank} (shape {shape}), got shape {x.shape}."
     )
+  _check_finite(x, name, allow_neg_inf)
   return x.astype(compute_dtype(x.dtype))
 
 

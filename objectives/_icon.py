@@ -243,7 +243,8 @@ def debias(log_p: jax.typing.ArrayLike, *,
   Returns:
     ``[n, m]`` log-probabilities.
   """
-  log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2)
+  log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2,
+                               allow_neg_inf=True)
   _checks.in_range(alpha, "alpha", 0.0, 1.0)
   alpha = jnp.asarray(alpha, log_p.dtype)
   m = log_p.shape[1]
@@ -264,7 +265,8 @@ def mixture_kernel(*log_ps: jax.typing.ArrayLike,
   """
   if not log_ps:
     raise ValueError("`mixture_kernel` needs at least one kernel.")
-  arrays = [_checks.float_array(lp, f"log_ps[{s}]", "[n, m]", rank=2)
+  arrays = [_checks.float_array(lp, f"log_ps[{s}]", "[n, m]", rank=2,
+                                allow_neg_inf=True)
             for s, lp in enumerate(log_ps)]
   _checks.same_size([(f"log_ps[{s}]", a.shape) for s, a in enumerate(arrays)],
                     "kernel shapes")
@@ -294,8 +296,10 @@ def icon_loss(log_p: jax.typing.ArrayLike,
     Scalar loss. Terms with ``p_ij = 0`` are dropped (with safe gradients),
     so a ``-inf`` in ``log_q`` where ``p = 0`` is harmless.
   """
-  log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2)
-  log_q = _checks.float_array(log_q, "log_q", "[n, m]", rank=2)
+  log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2,
+                               allow_neg_inf=True)
+  log_q = _checks.float_array(log_q, "log_q", "[n, m]", rank=2,
+                               allow_neg_inf=True)
   _checks.same_size([("log_p", log_p.shape), ("log_q", log_q.shape)],
                     "kernel shapes [n, m]")
   dtype = jnp.promote_types(log_p.dtype, log_q.dtype)

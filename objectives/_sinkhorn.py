@@ -396,7 +396,8 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     ValueError: for a non-2D or non-float `scores`, mismatched marginals,
       non-positive hyperparameters or an impossible differentiation mode.
   """
-  scores = _checks.float_array(scores, "scores", "[n, k]", rank=2)
+  scores = _checks.float_array(scores, "scores", "[n, k]", rank=2,
+                               allow_neg_inf=True)
   _checks.nonempty(scores, "scores", 0, "samples (rows)")
   _checks.nonempty(scores, "scores", 1, "prototypes (columns)")
   _checks.positive(epsilon, "epsilon")
@@ -479,7 +480,8 @@ def swav_codes(scores: jax.typing.ArrayLike,
     ``[n, k]`` codes with rows summing to 1.
   """
   scores = jax.lax.stop_gradient(
-      _checks.float_array(scores, "scores", "[n, k]", rank=2))
+      _checks.float_array(scores, "scores", "[n, k]", rank=2,
+                          allow_neg_inf=True))
   out = sinkhorn(scores, epsilon=epsilon, num_iters=num_iters,
                  axis_name=axis_name)
   n_global = _checks.global_count(scores.shape[0], axis_name, out.plan.dtype)

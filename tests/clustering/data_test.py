@@ -148,3 +148,38 @@ def test_unprepared_tfds_dataset_says_how_to_prepare_it():
   with tempfile.TemporaryDirectory() as d:
     with pytest.raises(ValueError, match="tfds build mnist"):
       data.load(cfg(name="tfds:mnist", data_dir=d), num_clusters=10)
+
+
+def test_nan_and_inf_rows_are_rejected_with_the_file_and_rows(tmp_path):
+  x = np.ones((20, 3), np.float32)
+  x[4, 1], x[11, 0] = np.nan, np.inf
+  path = str(tmp_path / "f.npz")
+  np.savez(path, features=x)
+  with pytest.raises(ValueError, match=r"f\.npz: 2 row\(s\) contain NaN or "
+                     r"Inf \(rows 4, 11\)"):
+    data.load(cfg(name="npy", path=path), num_clusters=2)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not numpy at all", "is not a readable .npy/.npz file"),
+    (b"PK\x03\x04broken zip", "is not a readable .npy/.npz file"),
+])
+def test_corrupt_array_files_are_clear_errors(content, message, tmp_path):
+  for name in ("f.npy", "f.npz"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{name} {message}"):
+      data.load(cfg(name="npy", path=str(path)), num_clusters=2)
+
+
+def test_truncated_npz_member_and_object_arrays_are_clear_errors(tmp_path):
+  path = tmp_path / "f.npz"
+  np.savez(path, features=np.ones((100, 4), np.float32))
+  raw = path.read_bytes()
+  path.write_bytes(raw[:200] + raw[-120:])  # the member's bytes cut short
+  with pytest.raises(ValueError, match=r"f\.npz"):
+    data.load(cfg(name="npy", path=str(path)), num_clusters=2)
+  np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+  with pytest.raises(ValueError, match=r"obj\.npy is not a readable"):
+    data.load(cfg(name="npy", path=str(tmp_path / "obj.npy")),
+              num_clusters=2)

@@ -34,3 +34,19 @@ def test_roundtrip_and_errors(tmp_path):
 def test_real_mnist_test_set():
   x, y = idx.load_idx_dir(MNIST_TEST)
   assert x.shape == (10000, 784) and set(np.unique(y)) == set(range(10))
+
+
+def test_corrupt_gzip_and_truncated_files_name_the_file(tmp_path):
+  images = np.zeros((3, 4, 4), np.uint8)
+  _write(tmp_path / "good.gz", images, 0x08)
+  raw = (tmp_path / "good.gz").read_bytes()
+  (tmp_path / "cut.gz").write_bytes(raw[: len(raw) // 2])
+  with pytest.raises(ValueError, match=r"cut\.gz could not be read"):
+    idx.read_idx(tmp_path / "cut.gz")
+  (tmp_path / "notgzip.gz").write_bytes(b"plain text, not gzip")
+  with pytest.raises(ValueError, match=r"notgzip\.gz could not be read"):
+    idx.read_idx(tmp_path / "notgzip.gz")
+  with gzip.open(tmp_path / "short.gz", "wb") as f:
+    f.write(bytes([0, 0, 0x08, 3]) + (3).to_bytes(4, "big") * 3 + b"\0" * 5)
+  with pytest.raises(ValueError, match=r"short\.gz has 21 bytes, expected 43"):
+    idx.read_idx(tmp_path / "short.gz")
