@@ -18,7 +18,14 @@ evolves only those, and scores the completion:
 
 Conventions: the reference (Saha et al.) computes raw exponentials and drops
 hyperparameter settings that overflow; we use a softmax over logits, which is
-exact and finite for any ``beta * distance^2`` (tested up to 1e6). Defaults
+exact and finite for any ``beta * distance^2`` (tested up to 1e6).
+
+Valid ranges (property-tested, float32/bfloat16/float16 inputs, identical
+points, zero vectors, k > n, k = 1, n = 1): values are finite for any
+``beta > 0``; gradients are finite while ``beta * ||x - rho||^2 <= 1e8``.
+Beyond that, a sample equidistant from two memories has a true gradient of
+order ``beta * ||x - rho||`` per step, compounded over the ``T`` steps, which
+overflows float32: scale the data or lower ``beta``. Defaults
 follow the paper: ``alpha = 0.1``, ``T = 10`` steps, gradients through all
 steps.
 

@@ -216,7 +216,9 @@ def cluster_kernel(probs: jax.typing.ArrayLike) -> jax.Array:
     probs: ``[n, c]`` cluster probabilities (rows sum to 1).
 
   Returns:
-    ``[n, n]`` row-normalised log-probabilities.
+    ``[n, n]`` row-normalised log-probabilities; ``q = 0`` (one-hot rows in
+    different clusters) is returned as ``log(float32 tiny) ~ -87``, not
+    ``-inf``, so gradients stay finite.
   """
   probs = _features(probs, "probs")
   log_p = jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
@@ -227,7 +229,10 @@ def cluster_kernel(probs: jax.typing.ArrayLike) -> jax.Array:
   right_max = jax.lax.stop_gradient(jnp.max(log_p, axis=1, keepdims=True))
   inner = jnp.matmul(jnp.exp(left - left_max), jnp.exp(log_p - right_max).T,
                      precision=_HI)
-  log_q = jnp.log(inner) + left_max + right_max.T
+  # Pairs whose clusters never overlap have q = 0: floored at `tiny` so that
+  # log q and its gradient stay finite (debias() then lifts it anyway).
+  log_q = (jnp.log(jnp.maximum(inner, jnp.finfo(inner.dtype).tiny))
+           + left_max + right_max.T)
   # Renormalise away rounding so rows are exactly stochastic.
   return log_q - _checks.logsumexp(log_q)[:, None]
 

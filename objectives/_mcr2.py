@@ -333,8 +333,9 @@ def total_coding_rate_loss(views: jax.typing.ArrayLike,
   _checks.nonempty(views, "views", 1, "samples")
   rate = coding_rate(jnp.mean(views, axis=0), eps_sq=eps_sq,
                      axis_name=axis_name)
-  unit = views / jnp.maximum(
-      jnp.linalg.norm(views, axis=-1, keepdims=True), 1e-12)
+  # rsqrt of a floored square: a zero view has a zero, not NaN, gradient.
+  unit = views * jax.lax.rsqrt(jnp.maximum(
+      jnp.sum(jnp.square(views), axis=-1, keepdims=True), 1e-24))
   sims = jnp.einsum("vnd,wnd->vwn", unit, unit, precision=_HI)
   num_views = views.shape[0]
   iu, ju = jnp.triu_indices(num_views, 1)

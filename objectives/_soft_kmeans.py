@@ -123,7 +123,7 @@ def soft_kmeans_centroids(x: jax.typing.ArrayLike,
 
   Returns:
     ``[k, d]`` centroids. A cluster with zero total weight gets the zero
-    vector (its weight sum is floored at the dtype's tiny value), never NaN.
+    vector, never NaN, and a zero gradient.
   """
   x = _checks.float_array(x, "x", "[n, d]", rank=2)
   resp = _checks.float_array(responsibilities, "responsibilities", "[n, k]",
@@ -133,8 +133,11 @@ def soft_kmeans_centroids(x: jax.typing.ArrayLike,
   sums = _checks.batch_sum(
       jnp.matmul(resp.T, x, precision=jax.lax.Precision.HIGHEST), axis_name)
   weights = _checks.batch_sum(jnp.sum(resp, axis=0), axis_name)
-  tiny = jnp.finfo(weights.dtype).tiny
-  return sums / jnp.maximum(weights, tiny)[:, None]
+  # Double where: the empty cluster's division never happens, so its
+  # gradient is 0 rather than 0 * (1 / tiny^2) = NaN.
+  nonempty = weights > 0
+  safe = jnp.where(nonempty, weights, 1.0)
+  return jnp.where(nonempty[:, None], sums / safe[:, None], 0.0)
 
 
 def dkm_inverse_temperature(step: jax.typing.ArrayLike,
