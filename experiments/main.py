@@ -82,5 +82,22 @@ def main(argv):
         f"outputs in {workdir}")
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, except that a wrong ``--config.*`` field
+  (ml_collections raises AttributeError/KeyError/TypeError for those, not a
+  flag error) is one line on stderr and exit status 2, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull "
+          "to see help on flags.", file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).replace("\\n", " ").replace("\\'", "'").strip("'\" ")
+    print(f"error: bad --config: {' '.join(message.split())}",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

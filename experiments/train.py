@@ -540,7 +540,9 @@ def train_and_evaluate(config, workdir: str, *,
           logged = [m for _, m in jax.device_get(pending)]
           now = time.perf_counter()
           rate = len(logged) / (now - t_log)
-          record = {k: _finite_mean([m[k] for m in logged])
+          # A window may span a phase change: average each term over the
+          # steps that have it.
+          record = {k: _finite_mean([m[k] for m in logged if k in m])
                     for k in logged[-1]}
           last_loss = float(logged[-1]["loss"])
           record.update(step=step, phase=phase, steps_per_sec=rate,

@@ -49,6 +49,13 @@ References:
   Chizat, Peyre, Schmitzer, Vialard. Scaling algorithms for unbalanced
   optimal transport problems. Math. Comp. 2018.
   Cuturi et al. Optimal Transport Tools (OTT): a JAX toolbox. 2022.
+
+Valid ranges (property-tested as in ``tests/objectives/property_test.py``):
+balanced problems are finite for ``epsilon`` in [1e-4, 1e4] and scores
+scaled by 1e-6 to 1e6 (blocks that leave float32's range are redone in the
+log domain); unbalanced problems (``rho_a``/``rho_b``) for
+``|scores| / epsilon <= 1e6`` (at 1e8 they overflow). A batch of one sample
+is fine.
 """
 
 from __future__ import annotations
