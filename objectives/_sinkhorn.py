@@ -53,9 +53,10 @@ References:
 Valid ranges (property-tested as in ``tests/objectives/property_test.py``):
 balanced problems are finite for ``epsilon`` in [1e-4, 1e4] and scores
 scaled by 1e-6 to 1e6 (blocks that leave float32's range are redone in the
-log domain); unbalanced problems (``rho_a``/``rho_b``) for
-``|scores| / epsilon <= 1e6`` (at 1e8 they overflow). A batch of one sample
-is fine.
+log domain). Unbalanced problems (``rho_a``/``rho_b``): values are finite,
+but gradients can be NaN/Inf once ``|scores| / epsilon`` exceeds ~1e2 (a
+known open bug, marked in the property test). A batch of one sample is
+fine.
 """
 
 from __future__ import annotations

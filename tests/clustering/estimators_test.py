@@ -31,6 +31,11 @@ ESTIMATORS = [
     _quick(clustering.SoftKMeans(n_clusters=3)),
     _quick(clustering.SinkhornKMeans(n_clusters=3)),
     _quick(clustering.ClAM(n_clusters=3)),
+]
+# Every fit of these two compiles anew for each of the checks' shapes (a
+# second or two each); they get the API checks plus the clustering-specific
+# legacy ones below, to keep the suite's time in bounds.
+SLOW_ESTIMATORS = [
     _quick(clustering.MCR2Clustering(n_clusters=3)),
     _quick(clustering.IConClustering(n_clusters=3)),
 ]
@@ -53,6 +58,25 @@ def _expected_failures(est):
     ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
   check(estimator)
+
+
+@estimator_checks.parametrize_with_checks(SLOW_ESTIMATORS, legacy=False)
+def test_sklearn_api_checks_of_slow_estimators(estimator, check):
+  check(estimator)
+
+
+@pytest.mark.parametrize("estimator", SLOW_ESTIMATORS,
+                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("check", [
+    estimator_checks.check_clustering,
+    estimator_checks.check_estimators_nan_inf,
+    estimator_checks.check_estimators_pickle,
+    estimator_checks.check_fit2d_1sample,
+    estimator_checks.check_fit_idempotent,
+    estimator_checks.check_n_features_in,
+], ids=lambda c: c.__name__)
+def test_clustering_checks_of_slow_estimators(estimator, check):
+  check(type(estimator).__name__, estimator)
 
 
 @pytest.fixture(scope="module")
