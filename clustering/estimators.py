@@ -43,6 +43,7 @@ import objectives as O
 from clustering import models
 from clustering import neighbors as neighbors_lib
 from clustering import spectral
+from clustering.methods import mcr2 as mcr2_method
 from clustering.kmeans import annealed_soft_kmeans
 from clustering.kmeans import kmeans as fit_kmeans
 
@@ -385,26 +386,15 @@ def _unit_rows(x: np.ndarray, center: bool) -> np.ndarray:
   return np.asarray(models.l2_normalize(jnp.asarray(x)))
 
 
-class _CPPHeads(nnx.Module):
-  """CPP's two L2-normalised heads on frozen features."""
-
-  def __init__(self, in_dim, hidden, z_dim, *, rngs):
-    self.feature_head = models.ProjectionHead(in_dim, hidden, z_dim,
-                                              rngs=rngs)
-    self.cluster_head = models.ProjectionHead(in_dim, hidden, z_dim,
-                                              rngs=rngs)
-
-  def __call__(self, x, *, train=False):
-    return (self.feature_head(x, train=train),
-            self.cluster_head(x, train=train))
-
-
 def _train_cpp_heads(x, key, *, hidden, z_dim, eta, eps_sq, frobenius_weight,
                      max_iter, batch_size, lr, seed):
   """Minibatch CPP: ``-R(Z) + R_c(Z, Gamma(C)) + w/2 ||Gamma||_F^2``."""
-  heads = _CPPHeads(x.shape[1], tuple(hidden), z_dim, rngs=nnx.Rngs(seed))
+  # MLC/CPP's two heads on an identity backbone (the features are frozen).
+  heads = mcr2_method.MCR2Model(models.Identity((x.shape[1],)),
+                                head_hidden=tuple(hidden), z_dim=z_dim,
+                                rngs=nnx.Rngs(seed))
   # MLC's initialisation: the cluster head starts as the feature head.
-  heads.cluster_head = nnx.clone(heads.feature_head)
+  nnx.update(heads.cluster_head, nnx.state(heads.feature_head))
   graphdef, params, rest = nnx.split(heads, nnx.Param, ...)
   opt = optax.adam(lr)
   n = x.shape[0]
