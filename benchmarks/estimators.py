@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from clustering import estimators as E
-from clustering import idx
-from clustering import metrics
+from clustering.data import idx
+from clustering.algorithms import metrics
 
 DEFAULT_MNIST_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",

@@ -46,7 +46,7 @@ from absl import logging
 import numpy as np
 
 from clustering import data as data_lib
-from clustering import metrics as metrics_lib
+from clustering.algorithms import metrics as metrics_lib
 
 DEEP_METHODS = ("mcr2", "cpp", "swav", "soft_kmeans", "clam", "icon")
 BASELINES = ("jax_kmeans", "sklearn_kmeans", "sklearn_spectral",
@@ -75,8 +75,8 @@ def dataset_config(dataset: str, mnist_dir: str):
   """The ``config.data`` fields that select ``dataset``."""
   if dataset == "digits":
     return dict(name="digits", path="")
-  if dataset == "mnist_test":
-    return dict(name="idx", path=mnist_dir)
+  if dataset == "mnist_test":  # the :mnist preset's source, from IDX files
+    return dict(name="mnist", path=mnist_dir, split="test")
   raise ValueError(f"Unknown dataset {dataset!r}; expected one of "
                    f"{DATASETS}.")
 
@@ -106,7 +106,7 @@ def method_config(method: str, dataset: str, *, mnist_dir: str, seed: int,
 def run_baseline(method: str, x: np.ndarray, k: int, seed: int) -> np.ndarray:
   """Cluster ids ``[n]`` from a baseline fitted on flattened inputs ``x``."""
   if method == "jax_kmeans":
-    from clustering.kmeans import kmeans  # pylint: disable=g-import-not-at-top
+    from clustering.algorithms.kmeans import kmeans  # pylint: disable=g-import-not-at-top
     return np.asarray(kmeans(x, k, n_init=10, seed=seed).labels)
   from sklearn import cluster, decomposition, mixture  # pylint: disable=g-import-not-at-top
   if method == "sklearn_kmeans":
@@ -135,7 +135,7 @@ def silhouette_on(x: np.ndarray, clusters: np.ndarray, seed: int):
 
 def kmeans_silhouette(features: np.ndarray, k: int, seed: int) -> float:
   """Silhouette of k-means (n_init=10) fitted on `features` themselves."""
-  from clustering.kmeans import kmeans  # pylint: disable=g-import-not-at-top
+  from clustering.algorithms.kmeans import kmeans  # pylint: disable=g-import-not-at-top
   labels = np.asarray(kmeans(features, k, n_init=10, seed=seed).labels)
   return silhouette_on(features, labels, seed)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 import clustering
 import objectives as O
-from clustering import idx
+from clustering.data import idx
 
 DEFAULT_MNIST_DIR = str(
     pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test")

@@ -1,7 +1,7 @@
-"""Encoders and heads in flax.nnx.
+"""Encoders, heads and each method's model, in flax.nnx.
 
-``make_encoder(config.model, example_shape, rngs)`` builds the backbone named by
-``config.model.encoder``:
+``make_encoder(spec, example_shape, rngs)`` builds the backbone named by
+``spec.encoder`` (:class:`ModelSpec`, read once from ``config.model``):
 
 * ``identity``: flattens the input (ClAM on features, CPP on CLIP features);
 * ``mlp``: ``hidden`` widths with BatchNorm + ReLU;
@@ -12,10 +12,17 @@ Every encoder maps ``[n, *example_shape] -> [n, out_dim]`` and takes
 ``train`` (BatchNorm statistics: batch vs running). BatchNorm under ``jit``
 with a batch sharded over the mesh normalises with global-batch statistics,
 so the data-parallel math equals the single-device math.
+
+The methods' models (one each; the estimators build the same ones on an
+:class:`Identity` backbone): :class:`MCR2Model` (MLC/CPP's feature and
+cluster heads), :class:`SwAVModel`, :class:`IConModel`, and
+:class:`PrototypeModel` (DKM's centroids, ClAM's memories) in the space of
+an :class:`Embedding` or an :class:`AutoEncoder`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from flax import nnx
@@ -23,8 +30,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["MLP", "SmallCNN", "ResNet18", "Identity", "ProjectionHead",
-           "make_encoder", "l2_normalize"]
+__all__ = ["ModelSpec", "MLP", "SmallCNN", "ResNet18", "Identity",
+           "ProjectionHead", "make_encoder", "l2_normalize", "Embedding",
+           "AutoEncoder", "PrototypeModel", "MCR2Model", "SwAVModel",
+           "IConModel", "ENCODERS"]
+
+ENCODERS = ("identity", "mlp", "cnn", "resnet18")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """``config.model``, read once.
+
+  Attributes:
+    encoder: one of :data:`ENCODERS`.
+    hidden: ``mlp`` widths (and the autoencoders' hidden widths).
+    widths: ``cnn`` channels.
+    stem_stride, stem_kernel: ``cnn``'s first convolution.
+    width: ``resnet18`` base width.
+    head_hidden: hidden widths of the projection/cluster heads.
+    z_dim: embedding dimension.
+  """
+  encoder: str = "mlp"
+  hidden: tuple[int, ...] = (512, 512)
+  widths: tuple[int, ...] = (32, 64, 128)
+  stem_stride: int = 1
+  stem_kernel: int = 3
+  width: int = 64
+  head_hidden: tuple[int, ...] = (512,)
+  z_dim: int = 32
+
+  @classmethod
+  def from_config(cls, config) -> "ModelSpec":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config.keys()) - fields)
+    if unknown:
+      raise ValueError(f"model.{unknown[0]} is not a model field; expected "
+                       f"some of {sorted(fields)}.")
+    return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                  for k, v in config.items()})
+
+  def __post_init__(self):
+    if self.encoder not in ENCODERS:
+      raise ValueError(f"Unknown model.encoder {self.encoder!r}; expected "
+                       "'identity', 'mlp', 'cnn' or 'resnet18'.")
+    if self.z_dim < 1:
+      raise ValueError(f"model.z_dim must be >= 1; got {self.z_dim}.")
 
 
 def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -165,50 +216,137 @@ class ProjectionHead(nnx.Module):
     return l2_normalize(x) if self.normalize else x
 
 
-def mlp_autoencoder(in_dim: int, hidden: Sequence[int], z_dim: int, *,
-                    rngs: nnx.Rngs) -> tuple[ProjectionHead, ProjectionHead]:
-  """(encoder ``in_dim -> z_dim``, mirrored decoder) with linear outputs:
-  the autoencoder of DKM and of ClAM's latent variant."""
-  encoder = ProjectionHead(in_dim, hidden, z_dim, normalize=False, rngs=rngs)
-  decoder = ProjectionHead(z_dim, tuple(reversed(hidden)), in_dim,
-                           normalize=False, rngs=rngs)
-  return encoder, decoder
-
-
-class EmbeddingWithPrototypes(nnx.Module):
-  """A backbone, an L2-normalised projection head and ``k`` trainable
-  prototypes ``[k, z_dim]`` in that embedding (DKM's centroids, ClAM's
-  memories) for recipes that learn the space by self-supervision."""
-
-  def __init__(self, encoder: nnx.Module, head_hidden: Sequence[int],
-               z_dim: int, num_prototypes: int, *, rngs: nnx.Rngs):
-    self.encoder = encoder
-    self.head = ProjectionHead(encoder.out_dim, head_hidden, z_dim, rngs=rngs)
-    self.prototypes = nnx.Param(jnp.zeros((num_prototypes, z_dim)))
-
-  def __call__(self, x, *, train: bool = False):
-    """``x [n, ...]`` -> unit-norm embeddings ``[n, z_dim]``."""
-    return self.head(self.encoder(x, train=train), train=train)
-
-
-def make_encoder(config, example_shape: Sequence[int], *, rngs: nnx.Rngs):
-  """The backbone named by ``config.encoder`` (see the module docstring)."""
-  name = config.encoder
+def make_encoder(spec: ModelSpec, example_shape: Sequence[int], *,
+                 rngs: nnx.Rngs):
+  """The backbone named by ``spec.encoder`` (see the module docstring)."""
+  name = spec.encoder
   example_shape = tuple(example_shape)
   if name == "identity":
     return Identity(example_shape)
   if name == "mlp":
-    return MLP(int(np.prod(example_shape)), tuple(config.hidden), rngs=rngs)
-  if name in ("cnn", "resnet18"):
-    if len(example_shape) != 3:
-      raise ValueError(f"model.encoder={name!r} needs images [h, w, c]; the "
-                       f"data has examples of shape {example_shape}. Use "
-                       "'mlp' or 'identity' for feature vectors.")
-    if name == "cnn":
-      return SmallCNN(example_shape[-1], tuple(config.widths),
-                      stem_stride=config.get("stem_stride", 1),
-                      stem_kernel=config.get("stem_kernel", 3), rngs=rngs)
-    return ResNet18(example_shape[-1], width=config.get("width", 64),
-                    rngs=rngs)
-  raise ValueError(f"Unknown model.encoder {name!r}; expected 'identity', "
-                   "'mlp', 'cnn' or 'resnet18'.")
+    return MLP(int(np.prod(example_shape)), spec.hidden, rngs=rngs)
+  if len(example_shape) != 3:
+    raise ValueError(f"model.encoder={name!r} needs images [h, w, c]; the "
+                     f"data has examples of shape {example_shape}. Use "
+                     "'mlp' or 'identity' for feature vectors.")
+  if name == "cnn":
+    return SmallCNN(example_shape[-1], spec.widths,
+                    stem_stride=spec.stem_stride,
+                    stem_kernel=spec.stem_kernel, rngs=rngs)
+  return ResNet18(example_shape[-1], width=spec.width, rngs=rngs)
+
+
+# ------------------------------------------------------- methods' models
+
+
+class MCR2Model(nnx.Module):
+  """MLC/CPP: a backbone, a feature head ``Z`` and a cluster head ``C``
+  (both unit-norm ``[n, z_dim]``)."""
+
+  def __init__(self, encoder, *, head_hidden, z_dim, rngs):
+    self.encoder = encoder
+    self.feature_head = ProjectionHead(encoder.out_dim, head_hidden, z_dim,
+                                       rngs=rngs)
+    self.cluster_head = ProjectionHead(encoder.out_dim, head_hidden, z_dim,
+                                       rngs=rngs)
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(Z [n, z], C [n, z])``."""
+    h = self.encoder(x, train=train)
+    return (self.feature_head(h, train=train),
+            self.cluster_head(h, train=train))
+
+
+class SwAVModel(nnx.Module):
+  """SwAV: a backbone, a unit-norm projector and ``k`` prototypes (used
+  L2-normalised)."""
+
+  def __init__(self, encoder, *, head_hidden, z_dim, num_prototypes, rngs):
+    self.encoder = encoder
+    self.projector = ProjectionHead(encoder.out_dim, head_hidden, z_dim,
+                                    rngs=rngs)
+    init = jax.random.normal(rngs.params(), (num_prototypes, z_dim))
+    self.prototypes = nnx.Param(l2_normalize(init))
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> unit-norm embeddings ``[n, z]``."""
+    return self.projector(self.encoder(x, train=train), train=train)
+
+
+class IConModel(nnx.Module):
+  """I-Con: a backbone and a linear(-MLP) cluster head giving logits."""
+
+  def __init__(self, encoder, *, head_hidden, num_clusters, rngs):
+    self.encoder = encoder
+    self.head = ProjectionHead(encoder.out_dim, head_hidden, num_clusters,
+                               normalize=False, rngs=rngs)
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(backbone features [n, h], logits [n, k])``."""
+    h = self.encoder(x, train=train)
+    return h, self.head(h, train=train)
+
+
+class Embedding(nnx.Module):
+  """A backbone and, with ``head_hidden`` given, an L2-normalised
+  projection head to ``z_dim`` (learned by self-supervision)."""
+
+  def __init__(self, encoder, *, head_hidden=None, z_dim=None, rngs=None):
+    self.encoder = encoder
+    self.head = (None if head_hidden is None else ProjectionHead(
+        encoder.out_dim, head_hidden, z_dim, rngs=rngs))
+    self.out_dim = encoder.out_dim if self.head is None else z_dim
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(z [n, out_dim], None)`` (no reconstruction)."""
+    z = self.encoder(x, train=train)
+    return (z if self.head is None else self.head(z, train=train)), None
+
+
+class AutoEncoder(nnx.Module):
+  """An MLP autoencoder with linear outputs (DKM; ClAM's latent variant).
+
+  With ``standardize_latent`` the latent is standardised by BatchNorm
+  (batch statistics in training, running ones at evaluation): ClAM's
+  completion loss could otherwise be lowered by shrinking the latent.
+  """
+
+  def __init__(self, in_dim, hidden, z_dim, *, standardize_latent=False,
+               rngs):
+    self.encoder = ProjectionHead(in_dim, hidden, z_dim, normalize=False,
+                                  rngs=rngs)
+    self.decoder = ProjectionHead(z_dim, tuple(reversed(hidden)), in_dim,
+                                  normalize=False, rngs=rngs)
+    self.standardize = (nnx.BatchNorm(z_dim, use_bias=False, use_scale=False,
+                                      rngs=rngs)
+                        if standardize_latent else None)
+    self.out_dim = z_dim
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(latent [n, z], reconstruction [n, D])``."""
+    z = self.encoder(x.reshape(x.shape[0], -1), train=train)
+    recon = self.decoder(z, train=train)
+    if self.standardize is not None:
+      z = self.standardize(z, use_running_average=not train)
+    return z, recon
+
+
+class Constant(nnx.Variable):
+  """A value a phase start sets from data (not trained, checkpointed)."""
+
+
+class PrototypeModel(nnx.Module):
+  """``k`` trainable prototypes ``[k, dim]`` in the space of ``space``
+  (an :class:`Embedding` or :class:`AutoEncoder`): DKM's centroids and
+  ClAM's memories, both set from k-means of the training set's embeddings
+  when clustering starts. ``fill`` (``[dim]``) is ClAM's value for masked
+  coordinates, the training set's mean embedding."""
+
+  def __init__(self, space, num_prototypes: int):
+    self.space = space
+    self.prototypes = nnx.Param(jnp.zeros((num_prototypes, space.out_dim)))
+    self.fill = Constant(jnp.zeros((space.out_dim,)))
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(z [n, dim], reconstruction or None)``."""
+    return self.space(x, train=train)

@@ -13,9 +13,10 @@ def get_config():
   config.num_clusters = 10
 
   config.data = ml_collections.ConfigDict(dict(
-      name="digits",     # digits | idx | npy | synthetic | tfds:<name>
-      path="",           # idx directory, or .npy/.npz features
+      name="digits",     # digits | mnist | idx | npy | synthetic | tfds:<name>
+      path="",           # IDX directory (mnist, idx), or .npy/.npz features
       labels_path="",    # labels .npy next to a features .npy
+      split="",          # training split ('' = the source's default, train)
       eval_split="",     # '' = evaluate on the training set (CPP/NMCE)
       data_dir="",       # TFDS data_dir
       image_key="image",
@@ -114,17 +115,19 @@ def quick(config, *, num_steps=30):
   return config
 
 
-MNIST_DIR = "../shared/data/mnist_test"
+def mnist(config, *, cnn=True):
+  """The 28x28 grayscale preset (``:mnist``): MNIST's 10,000 test images.
 
-
-def mnist(config, *, path=MNIST_DIR, cnn=True):
-  """MNIST-test (10,000 real 28x28 test digits, IDX files in ``path``).
+  Reads TFDS ``mnist`` (its test split) when it is prepared on the machine,
+  or the MNIST-format IDX files of ``--config.data.path`` (MNIST,
+  Fashion-MNIST, KMNIST, ...: any 28x28 grayscale set in that format).
 
   With ``cnn``: a small CNN whose strided 5x5 stem keeps a CPU step cheap,
   and views that crop, shift and rotate (the rotation hides the slant,
-  which otherwise splits 4s and 9s into two mixed halves).
+  which otherwise splits 4s and 9s into two mixed halves; a small rotation
+  leaves other 28x28 images what they are).
   """
-  config.data.update(dict(name="idx", path=path))
+  config.data.update(dict(name="mnist", split="test"))
   if cnn:
     config.data.augment.update(dict(crop_scale=(0.7, 1.0), max_shift=2.0,
                                     rotation=20.0))

@@ -28,6 +28,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import train
+from experiments import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config file, e.g. configs/mcr2.py[:quick].",
@@ -55,7 +56,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   # Before anything touches a device: joins the other processes, if any.
-  train.initialize_distributed(config)
+  trainer.initialize_distributed(config)
   workdir = _WORKDIR.value or default_workdir(config.method or "run")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())

@@ -1,4 +1,4 @@
-"""What a run leaves in its workdir: JSON lines, results, predictions, plots.
+"""What a run leaves in its workdir: metrics, results, predictions, plots.
 
 Plots are drawn on matplotlib ``Figure`` objects (no pyplot, no display):
 ``loss.png`` (loss terms over steps, phases marked), ``confusion.png`` (true
@@ -16,7 +16,8 @@ import sys
 import time
 
 import numpy as np
-from scipy import optimize
+
+from clustering.algorithms import metrics
 
 
 def _clean(value):
@@ -36,36 +37,66 @@ def _clean(value):
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to ``metrics.jsonl``."""
+  """The run's metrics, written twice through one interface:
+  ``metrics.jsonl`` (one JSON object per line: what the plots, resumes and
+  tests read) and TensorBoard event files under ``tensorboard/``
+  (``tensorboard --logdir runs/``), through tensorboardX.
+  """
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True,
+               resume_step: int = 0):
+    """``resume_step``: a run resumed at that step redoes the later ones,
+    so their records (and a line torn by a killed process) are dropped, in
+    the JSON lines now and in TensorBoard when it next reads the events."""
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
+    self._board = None
+    self._logdir = os.path.join(workdir, "tensorboard")
+    self._purge_step = resume_step + 1
+    if enabled and os.path.exists(self.path):
+      kept = [json.dumps(r) + "\n" for r in self.read()
+              if r.get("step", 0) <= resume_step]
+      _atomic_write(self.path, "".join(kept))
 
-  def truncate_after(self, step: int):
-    """Drops records of steps > ``step`` (a resumed run redoes them) and a
-    line torn by a killed process."""
-    if not (self.enabled and os.path.exists(self.path)):
+  def _tensorboard(self):
+    if self._board is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._board = SummaryWriter(self._logdir, purge_step=self._purge_step)
+    return self._board
+
+  def write_scalars(self, step: int, scalars: dict, *, group: str = "train",
+                    **fields):
+    """One record: ``scalars`` at ``step`` (TensorBoard tags
+    ``<group>/<name>``); ``fields`` (e.g. the phase) go to the JSON line
+    only. Evaluation records are ``{"step", "eval": scalars}``."""
+    if not self.enabled:
       return
-    kept = [json.dumps(r) + "\n" for r in self.read()
-            if r.get("step", 0) <= step]
-    _atomic_write(self.path, "".join(kept))
-
-  def write(self, record: dict):
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(_clean(record)) + "\n")
+    record = (dict(step=step, eval=scalars) if group == "eval"
+              else dict(scalars, step=step, **fields))
+    with open(self.path, "a") as f:
+      f.write(json.dumps(_clean(record)) + "\n")
+    board = self._tensorboard()
+    for name, value in scalars.items():
+      if isinstance(value, (int, float, np.number)) and math.isfinite(value):
+        board.add_scalar(f"{group}/{name}", float(value), step)
+    board.flush()
 
   def read(self) -> list[dict]:
     if not os.path.exists(self.path):
       return []
     records = []
-    for line in open(self.path):
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # empty, or cut short when a process was killed
+    with open(self.path) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue  # empty, or cut short when a process was killed
     return records
+
+  def close(self):
+    if self._board is not None:
+      self._board.close()
+      self._board = None
 
 
 def _atomic_write(path: str, text: str):
@@ -80,6 +111,18 @@ def _atomic_write(path: str, text: str):
 def write_json(path: str, obj: dict):
   _atomic_write(path, json.dumps(_clean(obj), indent=2, sort_keys=True)
                 + "\n")
+
+
+def write_predictions(path: str, *, clusters, features, labels=None):
+  """``predictions.npz``: ``index``, ``cluster``, ``features`` (the space
+  the method assigns in) and, with labels, ``label``; written atomically."""
+  arrays = dict(index=np.arange(len(clusters)), cluster=clusters,
+                features=np.asarray(features, np.float32))
+  if labels is not None:
+    arrays["label"] = labels
+  tmp = f"{path}.tmp{os.getpid()}.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
 
 
 class Progress:
@@ -120,18 +163,6 @@ class Progress:
     else:
       self.stream.write(line + "\n")
     self.stream.flush()
-
-
-def matched_confusion(labels: np.ndarray, clusters: np.ndarray):
-  """Confusion matrix ``[classes, clusters]`` with Hungarian-ordered columns."""
-  classes, y = np.unique(labels, return_inverse=True)
-  groups, c = np.unique(clusters, return_inverse=True)
-  counts = np.zeros((len(classes), len(groups)), np.int64)
-  np.add.at(counts, (y, c), 1)
-  rows, cols = optimize.linear_sum_assignment(-counts)
-  order = list(cols[np.argsort(rows)]) + [j for j in range(len(groups))
-                                          if j not in cols]
-  return counts[:, order], classes, groups[order]
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -180,7 +211,7 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
       pts = [(r["step"], r[key]) for r in train if r.get(key) is not None]
       if pts:
         ax.plot(*zip(*pts), lw=1.2)
-      for name, first in phases[1:]:
+      for name, first, *_ in phases[1:]:
         ax.axvline(first, color="gray", ls="--", lw=0.8)
         ax.text(first, ax.get_ylim()[1], f" {name}", va="top", fontsize=7,
                 color="gray")
@@ -203,7 +234,7 @@ def plot_run(workdir: str, records: list[dict], phases, *, features,
   fig.savefig(os.path.join(workdir, "embedding.png"), dpi=110)
 
   if labels is not None:
-    counts, classes, groups = matched_confusion(labels, clusters)
+    counts, classes, groups = metrics.matched_confusion(labels, clusters)
     fig = mpl_figure.Figure(figsize=(4.8, 4.2))
     ax = fig.subplots()
     im = ax.imshow(counts, cmap="Blues")

@@ -3,20 +3,19 @@ r"""Every objective on the embedded digits data, in one short run.
     python -m experiments.tour [--restarts=10] [--clam_steps=300]
 
 Loads scikit-learn's digits (1,797 real 8x8 images, no network), scales the
-pixels to [0, 1] and, with nothing but `objectives` and `optax`:
+pixels to [0, 1] and, with the objectives and the estimators:
 
 * fits annealed soft k-means (DKM schedule) with restarts run under `vmap`;
 * assigns samples to those centroids by balanced Sinkhorn OT;
 * scores memberships with MCR^2 (true labels should compress best) and picks
   the number of clusters with CPP's coding length;
-* trains ClAM prototypes on the masked completion loss and compares their
+* trains ClAM's memories on its masked completion loss (the `ClAM`
+  estimator: the method's own loss and assignment) and compares their
   silhouette with k-means';
 * evaluates the I-Con loss of a kNN graph against the soft k-means cluster
   kernel.
 
-It prints a table of ACC/NMI/ARI/silhouette and the objective values. This is
-the project's main job until `experiments.main` (the training pipeline)
-lands.
+It prints a table of ACC/NMI/ARI/silhouette and the objective values.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from sklearn import datasets
 
 import clustering
 import objectives as O
-from clustering import metrics
+from clustering.algorithms import metrics
 
 _RESTARTS = flags.DEFINE_integer("restarts", 10, "soft k-means restarts.")
 _ANNEAL_STEPS = flags.DEFINE_integer("anneal_steps", 60, "DKM annealing steps.")
@@ -47,31 +45,11 @@ def load_digits():
   return x.astype(np.float32), y.astype(np.int32)
 
 
-def train_clam(x, init, *, steps, beta, key):
-  """Adam on the prototypes only, 20% of coordinates masked per sample."""
-  opt = optax.adam(1e-2)
-  fill = jnp.mean(x, axis=0)  # masked pixels start at the feature mean
-
-  @jax.jit
-  def update(params, state, key):
-    mask = (jax.random.uniform(key, x.shape) < 0.2).astype(x.dtype)
-    loss, grad = jax.value_and_grad(
-        lambda p: O.clam_loss(x, p, mask, beta=beta, fill_value=fill))(params)
-    updates, state = opt.update(grad, state, params)
-    return optax.apply_updates(params, updates), state, loss
-
-  params, state = init, opt.init(init)
-  for key in jax.random.split(key, steps):
-    params, state, loss = update(params, state, key)
-  return params, float(loss)
-
-
 def run(restarts=10, anneal_steps=60, clam_steps=300, seed=0, log=print):
   start = time.time()
   x, y = load_digits()
   n, d = x.shape
   k = 10
-  key = jax.random.PRNGKey(seed)
   rows = []
 
   fit = clustering.annealed_soft_kmeans(x, k, n_init=restarts,
@@ -90,13 +68,12 @@ def run(restarts=10, anneal_steps=60, clam_steps=300, seed=0, log=print):
                metrics.clustering_metrics(y, ot_labels, x),
                f"{int(ot.iterations)} iters, err {float(ot.error):.1e}"))
 
-  beta = 2.0 / float(jnp.mean(O.squared_distances(x, centroids).min(1)))
-  memories, clam_loss = train_clam(x, centroids, steps=clam_steps, beta=beta,
-                                   key=jax.random.fold_in(key, 1))
-  clam_labels = np.asarray(O.am_assignments(x, memories, beta=beta))
+  clam = clustering.ClAM(n_clusters=k, max_iter=clam_steps,
+                         random_state=seed).fit(x)
   rows.append(("ClAM (masked completion)",
-               metrics.clustering_metrics(y, clam_labels, x),
-               f"loss {clam_loss:.3f}"))
+               metrics.clustering_metrics(y, clam.labels_, x),
+               f"loss {float(clam.loss_curve_[-1]):.3f}, "
+               f"beta {clam.beta_:.2f}"))
 
   log(f"digits: n={n}, d={d}, k={k}, devices={jax.devices()}")
   log(f"{'method':32s} {'ACC':>6s} {'NMI':>6s} {'ARI':>6s} {'silh':>6s}  notes")

@@ -1,177 +1,172 @@
-"""What every clustering method provides to the training loop.
+"""The contract between a clustering method and the training loop.
 
-A method owns a flax.nnx model and says, as pure functions the loop jits:
+A method is four things, each written once in its module and used by every
+entry point (the training loop, the estimators, the tour, the notebooks):
 
-* ``loss(model, x, key, step, phase) -> (loss, {name: scalar})`` on a global
-  batch ``x [B, *example_shape]`` (augmentations are drawn inside, on device);
-* ``outputs(model, x) -> {name: [m, ...]}`` per-example evaluation outputs
-  (``'features'`` is always there, for silhouette and the embedding plot);
+* its **loss**, a pure function of arrays with keyword-only hyperparameters
+  returning ``(loss, terms)`` (e.g. :func:`clustering.methods.mcr2.mlc_loss`);
+* its **model** (:mod:`clustering.models`);
+* its **assignment rule**, evaluation outputs to cluster ids;
+* its **phases**, as data.
 
-and, on the host:
-
-* ``phases``: ``[(name, first_step), ...]``; the loss may differ per phase
-  (e.g. MCR^2's TCR warm-up) and ``start_phase`` may re-initialise part of
-  the model from the training data when a phase begins (MLC's one-shot
-  cluster-head init, DKM's k-means init of the centroids);
-* ``assign(outputs) -> clusters [m]``: the method's own assignment rule;
-* ``prepare(dataset)``: host-side work on the training set before step 0,
-  a deterministic function of the data and the config (so a resumed run
-  redoes it identically). A method that sets ``self.neighbors`` (``[n, K]``
-  training-set indices) there is trained on pairs: batch ``s`` is then
-  ``(anchors, partners)``, each partner one of its anchor's ``K`` neighbours
-  drawn from ``(seed, s)``.
+The :class:`Method` subclass ties them to the loop. The loop knows nothing
+of any method: it builds the inputs the method's :class:`InputSpec` asks
+for (views, clean batch, neighbour partners), steps, calls a phase's start
+hook with the training set's features when the :class:`Phase` asks for
+them, checkpoints, evaluates through ``outputs`` and ``assign``, and
+reports. Hyperparameters are read from ``config.objective`` once, outside
+traced code, into the method's frozen :attr:`Method.Hparams` dataclass.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-import objectives as O
-from clustering import data as data_lib
-from clustering.kmeans import kmeans as fit_kmeans
 from clustering import models
-from clustering import neighbors as neighbors_lib
+from clustering.algorithms.kmeans import kmeans as fit_kmeans
+from clustering.data.pipeline import Inputs
+from clustering.data.pipeline import InputSpec
 
-REPRESENTATIONS = ("autoencoder", "tcr")
+__all__ = ["Phase", "Method", "hparams_from_config", "Inputs", "InputSpec",
+           "init_prototypes"]
+
+
+class Phase(NamedTuple):
+  """A training phase.
+
+  Attributes:
+    name: e.g. ``'warmup'``, ``'cluster'``; the loss may differ per phase.
+    first_step: the step it starts at.
+    needs_features: the start hook wants the training set's ``features``
+      (``outputs(...)['features']``), computed by the loop.
+  """
+  name: str
+  first_step: int
+  needs_features: bool = False
+
+
+def hparams_from_config(cls, section, where: str = "objective"):
+  """``cls(**section)`` for a frozen dataclass ``cls``, naming unknown and
+  missing fields (``ValueError``) instead of silently using defaults."""
+  fields = {f.name for f in dataclasses.fields(cls)}
+  given = dict(section.items()) if section is not None else {}
+  unknown = sorted(set(given) - fields)
+  if unknown:
+    raise ValueError(f"{where}.{unknown[0]} is not a hyperparameter of this "
+                     f"method; expected {sorted(fields)}.")
+  missing = sorted(f.name for f in dataclasses.fields(cls)
+                   if f.name not in given
+                   and f.default is dataclasses.MISSING)
+  if missing:
+    raise ValueError(f"{where}.{missing[0]} is missing from the config.")
+  return cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                for k, v in given.items()})
+
+
+def choice(value, name: str, options) -> None:
+  if value not in options:
+    raise ValueError(f"{name} must be one of {tuple(options)}; got "
+                     f"{value!r}.")
+
+
+def init_prototypes(model: models.PrototypeModel, features: np.ndarray, *,
+                    seed: int, n_init: int = 10) -> None:
+  """DKM/ClAM's start of clustering: prototypes at k-means centroids
+  (``n_init`` restarts) of the training set's ``features [n, dim]``, and
+  ``fill`` at their mean."""
+  k = model.prototypes.shape[0]
+  fit = fit_kmeans(np.asarray(features, np.float32), k, n_init=n_init,
+                   seed=seed)
+  model.prototypes[...] = jax.numpy.asarray(fit.centroids)
+  model.fill[...] = jax.numpy.asarray(np.mean(features, axis=0), np.float32)
 
 
 class Method:
-  """Base class; subclasses fill in the model, the loss and the assignment."""
+  """A clustering method, as the training loop sees it.
 
-  name = "base"
-  neighbors: np.ndarray | None = None
+  Subclasses set :attr:`Hparams` and implement ``create_model``, ``loss``,
+  ``outputs`` and ``assign``; they may override ``phases``,
+  ``input_spec``, ``start_phase`` and the optional capabilities below.
+  """
 
-  def __init__(self, config, *, example_shape, stats: dict):
-    """``stats``: training-set ``channel_mean``/``channel_std`` (per last-axis
-    entry) and ``feature_mean``/``feature_std`` (per flattened feature)."""
-    self.config = config
-    self.example_shape = tuple(example_shape)
-    self.num_clusters = config.num_clusters
-    self.stats = {k: np.asarray(v, np.float32) for k, v in stats.items()}
+  Hparams: ClassVar[type]
+  #: Capability: choosing the number of clusters (``estimate_num_clusters``).
+  estimates_num_clusters: ClassVar[bool] = False
 
-  # ---------------------------------------------------------------- model
-  def create_model(self, rngs: nnx.Rngs, x_init: np.ndarray) -> nnx.Module:
-    raise NotImplementedError
+  def __init__(self, hparams, *, num_clusters: int, model: models.ModelSpec,
+               seed: int):
+    self.hp = hparams
+    self.num_clusters = num_clusters
+    self.model_spec = model
+    self.seed = seed
+
+  @classmethod
+  def from_config(cls, config) -> "Method":
+    """Reads ``config.objective`` and ``config.model`` once (``ValueError``
+    for an unknown, missing or out-of-range field)."""
+    hp = hparams_from_config(cls.Hparams, config.objective)
+    return cls(hp, num_clusters=config.num_clusters,
+               model=models.ModelSpec.from_config(config.model),
+               seed=config.seed)
+
+  # ------------------------------------------------------------- recipe
+  @property
+  def phases(self) -> list[Phase]:
+    return [Phase("train", 0)]
 
   @property
-  def phases(self) -> list[tuple[str, int]]:
-    return [("train", 0)]
+  def input_spec(self) -> InputSpec:
+    return InputSpec()
 
-  def phase(self, step: int) -> str:
-    current = self.phases[0][0]
-    for name, first in self.phases:
-      if step >= first:
-        current = name
-    return current
+  @property
+  def num_neighbors(self) -> int:
+    """Capability: train on neighbour pairs. ``k > 0``: the loop mines each
+    training example's ``k`` nearest neighbours in the input space before
+    step 0, and view 1 of every anchor is one of them."""
+    return 0
+
+  def create_model(self, rngs: nnx.Rngs, example_shape) -> nnx.Module:
+    """The method's model for inputs of ``example_shape`` (e.g. ``(28, 28,
+    1)`` or ``(d,)``)."""
+    raise NotImplementedError
 
   def start_phase(self, phase: str, model: nnx.Module,
-                  train_outputs: Callable[[], dict]) -> None:
-    """Hook at the first step of ``phase``; may modify ``model`` in place."""
-    del phase, model, train_outputs
+                  features: np.ndarray | None) -> None:
+    """Hook at the first step of ``phase``; may modify ``model`` in place.
+    ``features [n, ...]`` of the training set when the phase asked."""
+    del phase, model, features
 
-  # ------------------------------------------------------------- training
-  def normalize(self, x: jax.Array) -> jax.Array:
-    """Standardises inputs with the training set's per-channel statistics."""
-    return (x - self.stats["channel_mean"]) / self.stats["channel_std"]
-
-  def views(self, key: jax.Array, x: jax.Array, num_views: int = 2):
-    """``[V, B, ...]`` augmented, standardised views of the batch."""
-    aug = self.config.data.augment
-    keys = jax.random.split(key, num_views)
-    return jnp.stack([
-        self.normalize(data_lib.augment(
-            k, x, crop_scale=tuple(aug.crop_scale), max_shift=aug.max_shift,
-            flip=aug.flip, noise=aug.noise,
-            rotation=aug.get("rotation", 0.0))) for k in keys])
-
-  def two_views(self, key: jax.Array, x) -> jax.Array:
-    """``[2, B, ...]``: two augmentations of a batch ``x``, or one of each
-    side of an ``(anchors, partners)`` neighbour-pair batch."""
-    if isinstance(x, (tuple, list)):
-      k_a, k_p = jax.random.split(key)
-      return jnp.stack([self.views(k_a, x[0], 1)[0],
-                        self.views(k_p, x[1], 1)[0]])
-    return self.views(key, x, 2)
-
-  def prepare(self, dataset: data_lib.Dataset) -> None:
-    """Mines ``objective.num_neighbors`` input-space neighbours when
-    ``objective.neighbors == 'input'``; subclasses may do more."""
-    obj = self.config.objective
-    choice = obj.get("neighbors", "none")
-    if choice not in ("none", "batch", "input"):
-      raise ValueError("objective.neighbors must be 'none', 'batch' or "
-                       f"'input'; got {choice!r}.")
-    if choice == "input":
-      self.mine_neighbors(dataset, obj.num_neighbors)
-
-  def mine_neighbors(self, dataset: data_lib.Dataset, k: int) -> None:
-    """Sets ``self.neighbors``: each training example's ``k`` nearest
-    neighbours (cosine) in the input space: pixels as they are, feature
-    vectors z-scored first."""
-    x, _ = dataset.all()
-    flat = x.reshape(len(x), -1)
-    if not dataset.is_image:
-      flat = (flat - self.stats["feature_mean"]) / self.stats["feature_std"]
-    self.neighbors = neighbors_lib.nearest_neighbors(flat, k,
-                                                     metric="cosine")
-
-  # ------------------------------------- learned space for prototype methods
-  @property
-  def representation(self) -> str:
-    """How DKM/ClAM learn the space their prototypes live in:
-    ``'autoencoder'`` (reconstruction, as in their papers) or ``'tcr'``
-    (MLC's self-supervised total coding rate on augmented views)."""
-    choice = self.config.objective.get("representation", "autoencoder")
-    if choice not in REPRESENTATIONS:
-      raise ValueError(f"objective.representation must be one of "
-                       f"{REPRESENTATIONS}; got {choice!r}.")
-    return choice
-
-  def create_embedding(self, rngs: nnx.Rngs) -> models.EmbeddingWithPrototypes:
-    """``config.model``'s backbone, a unit-norm head and ``k`` prototypes."""
-    m = self.config.model
-    return models.EmbeddingWithPrototypes(
-        models.make_encoder(m, self.example_shape, rngs=rngs),
-        tuple(m.head_hidden), m.z_dim, self.num_clusters, rngs=rngs)
-
-  def coding_rate_views(self, embed: Callable, x, key: jax.Array):
-    """MLC's self-supervised warm-up loss on two augmented views.
-
-    Returns:
-      (``[2, B, z]`` embeddings of the views, scalar
-      :func:`objectives.total_coding_rate_loss` with the objective's
-      ``eps_sq`` and ``invariance_weight``).
-    """
-    obj = self.config.objective
-    z = view_batch(lambda v: embed(v, train=True), self.two_views(key, x))
-    return z, O.total_coding_rate_loss(
-        z, eps_sq=obj.eps_sq, invariance_weight=obj.invariance_weight)
-
-  def init_prototypes(self, model: nnx.Module, features) -> None:
-    """Sets ``model.prototypes`` to k-means centroids (10 restarts) of the
-    training set's ``features [n, z]``."""
-    fit = fit_kmeans(features, self.num_clusters, n_init=10,
-                     seed=self.config.seed)
-    model.prototypes[...] = jnp.asarray(fit.centroids)
-
-  def loss(self, model, x, key, step, phase):
+  def loss(self, model: nnx.Module, inputs: Inputs, key: jax.Array,
+           step: jax.Array, phase: str) -> tuple[jax.Array, dict]:
+    """``(loss, {term: scalar})`` of a global batch (traced)."""
     raise NotImplementedError
 
-  # ----------------------------------------------------------- evaluation
-  def outputs(self, model, x) -> dict:
+  # --------------------------------------------------------- evaluation
+  def outputs(self, model: nnx.Module, x: jax.Array) -> dict[str, Any]:
+    """Per-example outputs of standardised inputs ``x`` (traced);
+    ``'features'`` is always there (silhouette, the embedding plot)."""
     raise NotImplementedError
 
-  def assign(self, outputs: dict) -> np.ndarray:
+  def assign(self, outputs: dict) -> tuple[np.ndarray, dict]:
+    """``(cluster ids [m] int32, info)`` by the method's rule; ``info``
+    reports how the assignment went (e.g. Sinkhorn's convergence)."""
     raise NotImplementedError
 
+  def estimate_num_clusters(self, outputs: dict, candidates) -> dict:
+    """``{'num_clusters': k, 'coding_length': {k: nats}}`` when
+    :attr:`estimates_num_clusters`."""
+    raise NotImplementedError(f"{type(self).__name__} does not choose the "
+                              "number of clusters.")
 
-def view_batch(model_fn, views):
-  """Applies ``model_fn`` to ``[V, B, ...]`` views as one ``[V*B, ...]`` batch.
+
+def view_batch(model_fn, views: jax.Array):
+  """Applies ``model_fn`` to ``[V, B, ...]`` views as one ``[V*B, ...]``
+  batch and restores the view axis on every output.
 
   BatchNorm then sees all views together, as in SwAV/CPP's multi-crop code.
   """

@@ -1,40 +1,37 @@
 """Clustering with associative memories (ClAM).
 
 Saha et al., "End-to-end Differentiable Clustering with Associative Memories"
-(ICML 2023). Loss: mask a fraction of each sample's coordinates (filled with
-the feature mean, 0 after z-scoring), evolve the masked coordinates
-``num_steps`` steps of the associative-memory dynamics, and score the
-completion on the masked entries (:func:`objectives.clam_loss`).
-Assignment: evolve the full sample, take the nearest memory.
+(ICML 2023). Loss (:func:`clam_completion_loss`): mask a fraction of each
+sample's coordinates, fill them with the feature mean, evolve the masked
+coordinates ``num_steps`` steps of the associative-memory dynamics, and
+score the completion on the masked entries (:func:`objectives.clam_loss`).
+Assignment (:func:`memory_distances`): evolve the full sample, take the
+nearest memory.
 
-Two spaces (``model.encoder``):
+The memories start at k-means centroids (10 restarts) of the training set
+in the space ClAM runs in, and the fill value is that set's mean, when
+clustering starts. The space (``model.encoder`` and
+``objective.representation``):
 
-* ``'identity'``: the only parameters are ``k`` memories in the z-scored
-  input space (``standardize=False``: the raw input space), initialised from
-  random training samples; silhouette is measured in that space;
-* ``'mlp'``: ClAM in an autoencoder's latent space, trained end to end. The
-  autoencoder is first pre-trained on reconstruction (``warmup_steps``);
-  then the memories start at k-means centroids of the latent, and the loss
-  is reconstruction plus ``clam_weight`` times the ClAM loss on the latent,
-  standardised per batch (running statistics at evaluation) so that the
-  encoder cannot shrink the latent to shrink the completion error.
-
-``objective.representation='tcr'`` instead learns the space with MLC's
-self-supervised total coding rate on two augmented views (any backbone,
-e.g. a CNN, and a unit-norm head): TCR alone during the warm-up, then
-memories at k-means centroids of the embedding and
-``TCR + clam_weight * ClAM loss``, ClAM on the clean batch's embedding as
-evaluation computes it (masked coordinates filled with 0, the centre of the
-sphere); TCR keeps the embedding from collapsing onto the memories. With
-``objective.clam_trains_encoder=False`` the recipe is two-stage instead:
-after the warm-up the embedding gets no gradient and the ClAM loss trains
-the memories only (the encoder's BatchNorm statistics still follow the
-batches).
+* ``encoder='identity'``: the inputs, z-scored per feature
+  (``standardize=False``: raw); only the memories are trained (the
+  reference setting);
+* ``encoder='mlp'``: an autoencoder's latent, standardised by BatchNorm so
+  that the encoder cannot shrink it to shrink the completion error,
+  pre-trained on reconstruction for ``warmup_steps``, then reconstruction
+  plus ``clam_weight`` times the ClAM loss;
+* ``representation='tcr'``: a backbone and unit-norm head learned by MLC's
+  total coding rate on augmented views (TCR alone during the warm-up), then
+  ``TCR + clam_weight * ClAM loss``, ClAM on the clean batch's embedding as
+  evaluation computes it. With ``clam_trains_encoder=False`` the embedding
+  gets no gradient from ClAM and only the memories train after the warm-up.
 """
 
 from __future__ import annotations
 
-from flax import nnx
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,138 +39,165 @@ import numpy as np
 import objectives as O
 from clustering import models
 from clustering.methods import base
+from clustering.methods import spaces
+
+__all__ = ["Hparams", "clam_completion_loss", "memory_distances",
+           "auto_beta", "ClAM"]
 
 
-class Memories(nnx.Module):
+def clam_completion_loss(z: jax.Array, memories: jax.Array, key: jax.Array,
+                         *, fill_value, beta, alpha: float = 0.1,
+                         num_steps: int = 10, mask_fraction: float = 0.2,
+                         clam_weight: float = 1.0, space=(0.0, {})
+                         ) -> tuple[jax.Array, dict]:
+  """ClAM's masked pattern completion (plus the term learning its space).
 
-  def __init__(self, init):
-    self.prototypes = nnx.Param(jnp.asarray(init))
+  Each entry of ``z`` is masked with probability ``mask_fraction`` (drawn
+  from ``key``), set to ``fill_value`` and completed by ``num_steps`` AM
+  steps of size ``alpha`` at inverse temperature ``beta``; the completion
+  error is the mean over all ``B * dim`` entries of ``m * (z - v_T)^2``
+  (the reference's convention).
+
+  Args:
+    z: ``[B, dim]`` samples in ClAM's space.
+    memories: ``[k, dim]``.
+    key: PRNG key of the mask.
+    fill_value: scalar or ``[dim]``: the feature mean.
+    beta, alpha, num_steps: the AM dynamics (reference: beta in
+      {1.1, 1.5, 1.9, 2.4} on z-scores, 0.1, 10).
+    mask_fraction: the reference's 0.2.
+    clam_weight: weight of the completion error against ``space``.
+    space: ``(loss, terms)`` of the term that learns the space, added as it
+      is (:mod:`clustering.methods.spaces`).
+
+  Returns:
+    ``(loss, {**space terms, 'completion_mse'})``.
+  """
+  mask = jax.random.bernoulli(key, mask_fraction, z.shape).astype(z.dtype)
+  completion = O.clam_loss(z, memories, mask, beta=beta, alpha=alpha,
+                           num_steps=num_steps, fill_value=fill_value)
+  space_loss, space_terms = space
+  return space_loss + clam_weight * completion, dict(
+      space_terms, completion_mse=completion)
 
 
-class LatentMemories(nnx.Module):
-  """An MLP autoencoder and ``k`` memories in its standardised latent."""
+def memory_distances(z: jax.Array, memories: jax.Array, *, beta,
+                     alpha: float = 0.1, num_steps: int = 10) -> jax.Array:
+  """ClAM's assignment scores: ``[n, k]`` squared distances from each
+  sample, evolved ``num_steps`` AM steps, to the memories (the argmin is
+  the cluster)."""
+  evolved = O.am_evolve(z, memories, beta=beta, alpha=alpha,
+                        num_steps=num_steps)
+  return O.squared_distances(evolved, memories)
 
-  def __init__(self, in_dim, hidden, z_dim, num_clusters, *, rngs):
-    self.encoder, self.decoder = models.mlp_autoencoder(in_dim, hidden, z_dim,
-                                                        rngs=rngs)
-    self.prototypes = nnx.Param(jnp.zeros((num_clusters, z_dim)))
-    # Batch statistics while training, running ones at evaluation: without
-    # it the encoder shrinks the latent to shrink the completion error.
-    self.standardize = nnx.BatchNorm(z_dim, use_bias=False, use_scale=False,
-                                     rngs=rngs)
 
-  def __call__(self, x, *, train: bool = False):
-    """``x [n, d]`` -> (standardised latent ``[n, z]``, reconstruction)."""
-    z = self.encoder(x, train=train)
-    return (self.standardize(z, use_running_average=not train),
-            self.decoder(z, train=train))
+def auto_beta(z, memories) -> float:
+  """``16 / mean_i min_j ||z_i - memory_j||^2``: sharp enough that each
+  sample is pulled mostly by one memory, whatever the scale of ``z``."""
+  spread = float(jnp.mean(jnp.min(O.squared_distances(
+      jnp.asarray(z), jnp.asarray(memories)), axis=1)))
+  return 16.0 / max(spread, 1e-30)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  """``config.objective`` of ClAM (see ``configs/clam.py``)."""
+  beta: float
+  alpha: float
+  num_steps: int
+  mask_fraction: float
+  standardize: bool        # identity/mlp: z-score the input features
+  warmup_steps: int        # learned space: steps that learn it alone
+  clam_weight: float       # learned space: ClAM against its space's loss
+  representation: str      # autoencoder | tcr
+  eps_sq: float            # tcr
+  invariance_weight: float  # tcr
+  clam_trains_encoder: bool  # tcr
+
+  def __post_init__(self):
+    base.choice(self.representation, "objective.representation",
+                spaces.REPRESENTATIONS)
+    if not 0 < self.mask_fraction <= 1 or not self.beta > 0:
+      raise ValueError("objective.mask_fraction must be in (0, 1] and "
+                       f"objective.beta > 0; got {self.mask_fraction} and "
+                       f"{self.beta}.")
 
 
 class ClAM(base.Method):
 
-  name = "clam"
+  Hparams = Hparams
 
-  @property
-  def latent(self) -> bool:
-    """Memories in a learned space (autoencoder latent or TCR embedding)."""
-    return (self.representation == "tcr"
-            or self.config.model.encoder != "identity")
-
-  def normalize(self, x):
-    if self.representation == "tcr":  # images stay images for the backbone
-      return super().normalize(x)
-    x = x.reshape(x.shape[0], -1)
-    if not self.config.objective.standardize:
-      return x
-    return (x - self.stats["feature_mean"]) / self.stats["feature_std"]
+  def __init__(self, hparams, **kwargs):
+    super().__init__(hparams, **kwargs)
+    if hparams.representation == "tcr":
+      self.space = "tcr"
+    elif self.model_spec.encoder in ("identity", "mlp"):
+      self.space = ("identity" if self.model_spec.encoder == "identity"
+                    else "autoencoder")
+    else:
+      raise ValueError("clam runs on the inputs (model.encoder='identity'), "
+                       "in an MLP autoencoder's latent ('mlp') or in a TCR "
+                       "embedding (objective.representation='tcr'); got "
+                       f"model.encoder={self.model_spec.encoder!r}.")
 
   @property
   def phases(self):
-    warmup = self.config.objective.get("warmup_steps", 0)
-    if self.latent and warmup:
-      return [("pretrain", 0), ("cluster", warmup)]
-    return [("cluster", 0)]
+    warmup = self.hp.warmup_steps if self.space != "identity" else 0
+    cluster = base.Phase("cluster", warmup, needs_features=True)
+    return [base.Phase("pretrain", 0), cluster] if warmup else [cluster]
 
-  def start_phase(self, phase, model, train_outputs):
-    if not self.latent or phase != "cluster":
-      return
-    self.init_prototypes(model, train_outputs()["features"])
+  @property
+  def input_spec(self):
+    if self.space == "tcr":
+      return base.InputSpec(num_views=2, clean=True)
+    return base.InputSpec(num_views=0, clean=True, standardize=(
+        "feature" if self.hp.standardize else "none"))
 
-  def fill_value(self):
-    """The feature mean: 0 after z-scoring."""
-    if self.config.objective.standardize:
-      return 0.0
-    return jnp.asarray(self.stats["feature_mean"])
+  def create_model(self, rngs, example_shape):
+    space = spaces.create_space(self.space, self.model_spec,
+                                example_shape, rngs=rngs,
+                                standardize_latent=True)
+    return models.PrototypeModel(space, self.num_clusters)
 
-  def create_model(self, rngs, x_init):
-    m = self.config.model
-    if self.representation == "tcr":
-      return self.create_embedding(rngs)
-    if m.encoder not in ("identity", "mlp"):
-      raise ValueError("clam runs on the inputs (model.encoder='identity') "
-                       "or in an MLP autoencoder's latent ('mlp'); got "
-                       f"{m.encoder!r}.")
-    if self.latent:
-      return LatentMemories(int(np.prod(self.example_shape)),
-                            tuple(m.hidden), m.z_dim, self.num_clusters,
-                            rngs=rngs)
-    x = np.asarray(self.normalize(jnp.asarray(x_init)))
-    pick = jax.random.choice(rngs.params(), x.shape[0], (self.num_clusters,),
-                             replace=False)
-    return Memories(x[np.asarray(pick)])
+  def start_phase(self, phase, model, features):
+    if phase == "cluster":
+      base.init_prototypes(model, features, seed=self.seed)
 
-  def loss(self, model, x, key, step, phase):
+  def loss(self, model, inputs, key, step, phase):
     del step
-    obj = self.config.objective
-    if self.representation == "tcr":
-      z, tcr = self.coding_rate_views(model, x, key)
+    hp = self.hp
+    if self.space == "tcr":
+      z, _ = base.view_batch(functools.partial(model, train=True),
+                             inputs.views)
+      space = spaces.tcr_loss(z, eps_sq=hp.eps_sq,
+                              invariance_weight=hp.invariance_weight)
       if phase == "pretrain":
-        return tcr, {"tcr": tcr}
+        return space
       # ClAM sees the clean batch as evaluation does (no augmentation,
       # running BatchNorm statistics): memories fitted to augmented views
       # drift away from where the clean embeddings are assigned.
-      z = model(self.normalize(x), train=False)
-      joint = obj.get("clam_trains_encoder", True)
-      if not joint:
-        z = jax.lax.stop_gradient(z)
-      mask = jax.random.bernoulli(jax.random.fold_in(key, 1),
-                                  obj.mask_fraction, z.shape)
-      clam = O.clam_loss(z, model.prototypes[...], mask.astype(z.dtype),
-                         beta=obj.beta, alpha=obj.alpha,
-                         num_steps=obj.num_steps, fill_value=0.0)
-      # Two-stage (not joint): the embedding stays as the warm-up left it.
-      loss = obj.clam_weight * clam + (tcr if joint else 0.0)
-      return loss, {"tcr": tcr, "completion_mse": clam}
-    x = self.normalize(x)
-    if self.latent:
-      z, recon = model(x, train=True)
-      recon_loss = jnp.mean(jnp.square(recon - x))
+      z, _ = model(inputs.clean, train=False)
+      if not hp.clam_trains_encoder:  # two-stage: the embedding stays put
+        z, space = jax.lax.stop_gradient(z), (0.0, space[1])
+    elif self.space == "autoencoder":
+      z, recon = model(inputs.clean, train=True)
+      space = spaces.reconstruction_loss(inputs.clean, recon)
       if phase == "pretrain":
-        return recon_loss, {"reconstruction": recon_loss}
-      mask = jax.random.bernoulli(key, obj.mask_fraction, z.shape)
-      clam = O.clam_loss(z, model.prototypes[...], mask.astype(z.dtype),
-                         beta=obj.beta, alpha=obj.alpha,
-                         num_steps=obj.num_steps, fill_value=0.0)
-      return recon_loss + obj.clam_weight * clam, {
-          "reconstruction": recon_loss, "completion_mse": clam}
-    mask = jax.random.bernoulli(key, obj.mask_fraction, x.shape)
-    loss = O.clam_loss(x, model.prototypes[...], mask.astype(x.dtype),
-                       beta=obj.beta, alpha=obj.alpha,
-                       num_steps=obj.num_steps,
-                       fill_value=self.fill_value())
-    return loss, {"completion_mse": loss}
+        return space
+    else:
+      z, _ = model(inputs.clean, train=True)
+      space = (0.0, {})
+    return clam_completion_loss(
+        z, model.prototypes[...], key, fill_value=model.fill[...],
+        beta=hp.beta, alpha=hp.alpha, num_steps=hp.num_steps,
+        mask_fraction=hp.mask_fraction, clam_weight=hp.clam_weight,
+        space=space)
 
   def outputs(self, model, x):
-    obj = self.config.objective
-    x = self.normalize(x)
-    if self.representation == "tcr":
-      x = model(x, train=False)
-    elif self.latent:
-      x, _ = model(x, train=False)
-    evolved = O.am_evolve(x, model.prototypes[...], beta=obj.beta,
-                          alpha=obj.alpha, num_steps=obj.num_steps)
-    d = O.squared_distances(evolved, model.prototypes[...])
-    return {"features": x, "distances": d}
+    z, _ = model(x, train=False)
+    return {"features": z, "distances": memory_distances(
+        z, model.prototypes[...], beta=self.hp.beta, alpha=self.hp.alpha,
+        num_steps=self.hp.num_steps)}
 
   def assign(self, outputs):
-    return np.argmin(outputs["distances"], axis=-1).astype(np.int32)
+    return np.argmin(outputs["distances"], axis=-1).astype(np.int32), {}

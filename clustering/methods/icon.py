@@ -1,28 +1,31 @@
 """Debiased InfoNCE Clustering, an I-Con instance.
 
 Alshammari et al., "I-Con: A Unifying Framework for Representation Learning"
-(ICLR 2025). A backbone with a linear-softmax cluster head gives cluster
-probabilities ``P [2B, k]`` for two augmented views of a batch. The learned
-kernel is the cluster kernel ``q(j|i) = sum_c P_ic P_jc / sum_l P_lc``. The
-supervisory kernel comes from ``objective.neighbors``:
+(ICLR 2025). A backbone with a linear(-MLP) cluster head
+(:class:`clustering.models.IConModel`) gives cluster probabilities for ``B``
+pairs of examples; the loss (:func:`icon_clustering_loss`) is the mean KL
+between a supervisory kernel ``p`` (mass on each example's pair partner,
+optionally mixed with a kNN graph of the batch) and the cluster kernel
+``q(j|i) = sum_c P_ic P_jc / sum_l P_lc``, both debiased.
 
-* ``'batch'``: the augmentation kernel (the other view) mixed with a kNN
-  graph (``knn_k`` neighbours, ``knn_walks`` walk steps) of the batch in
-  input space;
-* ``'input'``: I-Con's kNN kernel over the whole training set, sampled.
-  Before training, each example's ``num_neighbors`` nearest neighbours are
-  mined in the input space (:mod:`clustering.neighbors`; raw pixels, or
-  pre-trained features given as ``data.name='npy'``); each batch pairs ``B``
-  anchors with one random neighbour each, both augmented, and ``p(j|i)``
-  puts its mass on the pair partner.
+The pairs (``objective.neighbors``):
 
-Both kernels are debiased, ``(1 - alpha) p + alpha / n``, and the loss is the
-mean KL :func:`objectives.icon_loss`. Assignment: ``argmax_c P``.
+* ``'batch'``: two augmented views of each image, and ``p`` also holds a
+  kNN graph (``knn_k`` neighbours, ``knn_walks`` walk steps) of the batch
+  in input space;
+* ``'input'``: I-Con's kNN kernel over the whole training set, sampled: the
+  loop mines each example's ``num_neighbors`` nearest neighbours in the
+  input space before training (raw pixels, or pre-trained features given as
+  ``data.name='npy'``), and pairs each anchor with one of them, both
+  augmented.
+
+Assignment: ``argmax_c P``.
 """
 
 from __future__ import annotations
 
-from flax import nnx
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,54 +34,98 @@ import objectives as O
 from clustering import models
 from clustering.methods import base
 
+__all__ = ["Hparams", "icon_clustering_loss", "ICon"]
 
-class IConModel(nnx.Module):
 
-  def __init__(self, encoder, *, head_hidden, num_clusters, rngs):
-    self.encoder = encoder
-    self.head = models.ProjectionHead(encoder.out_dim, head_hidden,
-                                      num_clusters, normalize=False,
-                                      rngs=rngs)
+def icon_clustering_loss(logits: jax.Array, *, temperature: float = 1.0,
+                         alpha_p: float = 0.6, alpha_q: float = 0.6,
+                         knn_inputs: jax.Array | None = None, knn_k: int = 0,
+                         knn_walks: int = 0) -> tuple[jax.Array, dict]:
+  """I-Con's Debiased InfoNCE Clustering on ``B`` pairs.
 
-  def __call__(self, x, *, train: bool = False):
-    h = self.encoder(x, train=train)
-    return h, self.head(h, train=train)
+  Rows ``i`` and ``i + B`` of ``logits`` are a pair (two views of an
+  example, or an anchor and its neighbour). With ``P = softmax(logits /
+  temperature)``:
+
+  * ``p(j|i)``: all mass on ``i``'s pair partner, mixed (equal weights)
+    with a kNN kernel of ``knn_inputs`` when ``knn_k > 0``, then debiased,
+    ``(1 - alpha_p) p + alpha_p / 2B``;
+  * ``q(j|i) = sum_c P_ic P_jc / sum_l P_lc``, debiased with ``alpha_q``;
+  * ``L = (1/2B) sum_i KL(p(.|i) || q(.|i))``.
+
+  Args:
+    logits: ``[2B, k]`` cluster-head outputs.
+    temperature: of the cluster softmax.
+    alpha_p, alpha_q: debiasing weights (paper: 0.6-0.8).
+    knn_inputs: ``[2B, D]`` inputs the batch kNN graph is built on.
+    knn_k, knn_walks: the batch kNN graph (paper: 3 neighbours, 1 walk).
+
+  Returns:
+    ``(loss, {'kl': loss, 'cluster_entropy'})``, the entropy (nats) of
+    the batch's mean cluster probabilities (``log k`` = balanced).
+  """
+  probs = jax.nn.softmax(logits / temperature, axis=-1)
+  b = logits.shape[0] // 2
+  supervision = [O.augmentation_kernel(jnp.tile(jnp.arange(b), 2))]
+  if knn_k and knn_inputs is not None:
+    supervision.append(O.knn_kernel(knn_inputs, k=knn_k, walks=knn_walks))
+  log_p = O.debias(O.mixture_kernel(*supervision), alpha=alpha_p)
+  log_q = O.debias(O.cluster_kernel(probs), alpha=alpha_q)
+  loss = O.icon_loss(log_p, log_q)
+  usage = jnp.mean(probs, axis=0)
+  entropy = -jnp.sum(usage * jnp.log(usage + 1e-12))
+  return loss, {"kl": loss, "cluster_entropy": entropy}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  """``config.objective`` of I-Con (see ``configs/icon.py``)."""
+  neighbors: str       # batch | input
+  num_neighbors: int   # input: neighbours mined per example
+  knn_k: int           # batch: kNN graph of the batch
+  knn_walks: int
+  alpha_p: float
+  alpha_q: float
+  temperature: float
+
+  def __post_init__(self):
+    base.choice(self.neighbors, "objective.neighbors", ("batch", "input"))
+    for name in ("alpha_p", "alpha_q"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"objective.{name} must be in [0, 1); got "
+                         f"{getattr(self, name)}.")
 
 
 class ICon(base.Method):
 
-  name = "icon"
+  Hparams = Hparams
 
-  def create_model(self, rngs, x_init):
-    del x_init
-    m = self.config.model
-    encoder = models.make_encoder(m, self.example_shape, rngs=rngs)
-    return IConModel(encoder, head_hidden=tuple(m.head_hidden),
-                     num_clusters=self.num_clusters, rngs=rngs)
+  @property
+  def num_neighbors(self):
+    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
 
-  def loss(self, model, x, key, step, phase):
-    del step, phase
-    obj = self.config.objective
-    views = self.two_views(key, x)
-    b = views.shape[1]
-    flat = views.reshape((2 * b,) + views.shape[2:])
+  def create_model(self, rngs, example_shape):
+    spec = self.model_spec
+    return models.IConModel(
+        models.make_encoder(spec, example_shape, rngs=rngs),
+        head_hidden=spec.head_hidden, num_clusters=self.num_clusters,
+        rngs=rngs)
+
+  def loss(self, model, inputs, key, step, phase):
+    del key, step, phase
+    hp = self.hp
+    flat = inputs.views.reshape((-1,) + inputs.views.shape[2:])
     _, logits = model(flat, train=True)
-    probs = jax.nn.softmax(logits / obj.temperature, axis=-1)
-    ids = jnp.tile(jnp.arange(b), 2)
-    supervision = [O.augmentation_kernel(ids)]
-    if obj.knn_k and obj.neighbors == "batch":
-      supervision.append(O.knn_kernel(flat.reshape(2 * b, -1), k=obj.knn_k,
-                                      walks=obj.knn_walks))
-    log_p = O.debias(O.mixture_kernel(*supervision), alpha=obj.alpha_p)
-    log_q = O.debias(O.cluster_kernel(probs), alpha=obj.alpha_q)
-    loss = O.icon_loss(log_p, log_q)
-    usage = jnp.mean(probs, axis=0)
-    entropy = -jnp.sum(usage * jnp.log(usage + 1e-12))
-    return loss, {"kl": loss, "cluster_entropy": entropy}
+    batch_knn = hp.neighbors == "batch"
+    return icon_clustering_loss(
+        logits, temperature=hp.temperature, alpha_p=hp.alpha_p,
+        alpha_q=hp.alpha_q,
+        knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
+        knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
 
   def outputs(self, model, x):
-    h, logits = model(self.normalize(x), train=False)
+    h, logits = model(x, train=False)
     return {"features": h, "logits": logits}
 
   def assign(self, outputs):
-    return np.argmax(outputs["logits"], axis=-1).astype(np.int32)
+    return np.argmax(outputs["logits"], axis=-1).astype(np.int32), {}

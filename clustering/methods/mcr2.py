@@ -2,133 +2,307 @@
 
 Ding et al., "Unsupervised Manifold Linearizing and Clustering" (ICCV 2023,
 MLC) and Chu et al., "Image Clustering via the Principle of Rate Reduction in
-the Age of Pretrained Models" (ICLR 2024, CPP). The model is a backbone with a
-feature head ``Z`` and a cluster head ``C`` (both L2-normalised). Recipe:
+the Age of Pretrained Models" (ICLR 2024, CPP). The model
+(:class:`clustering.models.MCR2Model`) is a backbone with a feature head
+``Z`` and a cluster head ``C`` (both L2-normalised). Recipe:
 
-1. ``warmup``: self-supervised total coding rate on two augmented views,
-   ``-R(mean_v Z_v) - lambda * cos(Z_1, Z_2)`` (NMCE/MLC);
+1. ``warmup``: self-supervised total coding rate on augmented views,
+   ``-R(mean_v Z_v) - lambda * cos(Z_1, Z_2)`` (:func:`tcr_loss`);
 2. at the first clustering step the cluster head is initialised as a copy of
    the feature head (MLC's one-shot initialisation: the first memberships
    then come from the learned features instead of noise);
-3. ``cluster``: ``-gamma_r R(Z) + R_c(Z, Gamma)`` with
-   ``Gamma = doubly_stochastic_membership(C)`` (``[B, B]``, each column a
-   cluster), ``Z`` and ``C`` averaged over the views; CPP adds
-   ``frobenius_weight / 2 * ||Gamma||_F^2``.
+3. ``cluster``: :func:`mlc_loss`, ``-gamma_r R(Z) + R_c(Z, Gamma)
+   + w/2 ||Gamma||_F^2`` with ``Gamma = doubly_stochastic_membership(C)``
+   (``[B, B]``, each column a cluster); CPP's ``w`` is 0.05, MLC's 0.
 
-Assignment: spectral clustering on ``Gamma`` of the whole evaluation set.
+Assignment (:func:`assign`): spectral clustering on the evaluation set's
+``Gamma`` (:func:`evaluation_membership`). The number of clusters can be
+chosen by CPP's coding length (:func:`estimate_num_clusters`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import NamedTuple
+
+from absl import logging
 from flax import nnx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 import objectives as O
 from clustering import models
-from clustering import spectral
+from clustering.algorithms import spectral
 from clustering.methods import base
+from clustering.methods.spaces import tcr_loss
+
+__all__ = ["Hparams", "mlc_loss", "tcr_loss", "Membership",
+           "evaluation_membership", "assign", "estimate_num_clusters",
+           "init_cluster_head", "MCR2"]
+
+DIFFERENTIATION = ("cpp", "unroll", "implicit")
 
 
-class MCR2Model(nnx.Module):
+def mlc_loss(z_views: jax.Array, c_views: jax.Array, *, eps_sq: float,
+             eta: float, gamma_r: float = 1.0, gamma_in: float = 1.0,
+             sinkhorn_iters: int = 5, differentiation: str = "cpp",
+             frobenius_weight: float = 0.0,
+             cluster_invariance_weight: float = 0.0
+             ) -> tuple[jax.Array, dict]:
+  r"""MLC/CPP's clustering loss on a batch.
 
-  def __init__(self, encoder, *, head_hidden, z_dim, rngs):
-    self.encoder = encoder
-    self.feature_head = models.ProjectionHead(encoder.out_dim, head_hidden,
-                                              z_dim, rngs=rngs)
-    self.cluster_head = models.ProjectionHead(encoder.out_dim, head_hidden,
-                                              z_dim, rngs=rngs)
+  ``Z`` and ``C`` are the view means of the feature and cluster heads,
+  re-normalised to unit rows; ``Gamma = doubly_stochastic_membership(C)``
+  (``[B, B]``, column ``j`` the soft cluster of sample ``j``);
 
-  def __call__(self, x, *, train: bool = False):
-    h = self.encoder(x, train=train)
-    return (self.feature_head(h, train=train),
-            self.cluster_head(h, train=train))
+  .. math::
+    L = -\gamma_r R(Z; \gamma_{in}) + R_c(Z, \Gamma)
+        + \frac{w}{2} \|\Gamma\|_F^2 - \lambda_c \cos(Z_1, Z_2)
+
+  Conventions (the reference code's): ``eps_sq`` is what the repos call
+  ``eps``; CPP's Frobenius term is ``w/2 * sum(Gamma**2)`` over the batch's
+  ``Gamma``, not divided by the batch size; the membership follows CPP's
+  code with ``differentiation='cpp'`` (5 half-steps, no gradient through
+  ``v``) and MLC's with ``'implicit'``.
+
+  Args:
+    z_views: ``[V, B, z]`` feature-head outputs of ``V >= 1`` views.
+    c_views: ``[V, B, z]`` cluster-head outputs.
+    eps_sq: squared distortion.
+    eta: entropy of the membership's Sinkhorn.
+    gamma_r: weight of ``R``.
+    gamma_in: scale inside ``R``'s logdet.
+    sinkhorn_iters: half-steps for 'cpp'/'unroll'.
+    differentiation: 'cpp', 'unroll' or 'implicit'.
+    frobenius_weight: ``w`` (CPP: 0.05).
+    cluster_invariance_weight: ``lambda_c``, agreement of views 1 and 2
+      (needs ``V >= 2``).
+
+  Returns:
+    ``(loss, {'R', 'Rc', 'gamma_fro2', 'cosine'})``.
+  """
+  z = models.l2_normalize(jnp.mean(z_views, axis=0))
+  c = models.l2_normalize(jnp.mean(c_views, axis=0))
+  gamma = O.doubly_stochastic_membership(c, eta=eta, num_iters=sinkhorn_iters,
+                                         differentiation=differentiation)
+  rate = O.coding_rate(z, eps_sq=eps_sq, gamma=gamma_in)
+  rate_c = O.compression_rate(z, gamma, eps_sq=eps_sq)
+  frobenius = jnp.sum(jnp.square(gamma))
+  cosine = (jnp.mean(jnp.sum(z_views[0] * z_views[1], axis=-1))
+            if z_views.shape[0] > 1 else jnp.zeros((), z.dtype))
+  loss = (-gamma_r * rate + rate_c + 0.5 * frobenius_weight * frobenius
+          - cluster_invariance_weight * cosine)
+  return loss, {"R": rate, "Rc": rate_c, "gamma_fro2": frobenius,
+                "cosine": cosine}
+
+
+# ------------------------------------------------------------- assignment
+
+# The evaluation membership: Sinkhorn run to this L1 marginal error.
+MEMBERSHIP_TOL = 1e-5
+MEMBERSHIP_MAX_ITERS = 2000
+
+
+class Membership(NamedTuple):
+  """``Gamma`` of an evaluation set and how its Sinkhorn ended.
+
+  Attributes:
+    gamma: ``[n, n]`` host array, ``n P`` for the OT plan ``P`` on
+      ``|C C^T|`` at ``eta``, with its diagonal set to 0.
+    converged: the marginal error reached :data:`MEMBERSHIP_TOL`.
+    iterations: Sinkhorn iterations run.
+    error: the final L1 marginal error.
+  """
+  gamma: np.ndarray
+  converged: bool
+  iterations: int
+  error: float
+
+
+@jax.jit
+def _membership(c, eta):
+  out = O.sinkhorn(jnp.abs(c @ c.T), epsilon=eta, tol=MEMBERSHIP_TOL,
+                   max_iters=MEMBERSHIP_MAX_ITERS)
+  gamma = c.shape[0] * out.plan
+  return (gamma * (1.0 - jnp.eye(c.shape[0], dtype=gamma.dtype)),
+          out.converged, out.iterations, out.error)
+
+
+def evaluation_membership(c, *, eta: float) -> Membership:
+  """MLC/CPP's membership of a whole evaluation set, to convergence.
+
+  The training membership's Sinkhorn (:func:`mlc_loss`) stops after a few
+  half-steps; here it runs to :data:`MEMBERSHIP_TOL`. The diagonal (each
+  sample with itself, always the largest affinity) carries no clustering
+  information and is zeroed before spectral clustering.
+
+  Args:
+    c: ``[n, p]`` unit-norm cluster features.
+    eta: the Sinkhorn entropy.
+  """
+  c = models.l2_normalize(jnp.asarray(c, jnp.float32))
+  gamma, converged, iterations, error = _membership(c, float(eta))
+  membership = Membership(np.asarray(gamma), bool(converged), int(iterations),
+                          float(error))
+  if not membership.converged:
+    logging.warning("The evaluation membership's Sinkhorn stopped after %d "
+                    "iterations at error %.2e > %.0e; the assignment may be "
+                    "off (a larger eta converges faster).",
+                    membership.iterations, membership.error, MEMBERSHIP_TOL)
+  return membership
+
+
+def assign(c, num_clusters: int, *, eta: float, seed: int = 0,
+           membership: Membership | None = None) -> tuple[np.ndarray, dict]:
+  """MLC/CPP's assignment: spectral clustering of ``Gamma`` of ``c``.
+
+  Args:
+    c: ``[n, p]`` cluster features (the cluster head's outputs).
+    num_clusters: ``k``.
+    eta: the Sinkhorn entropy.
+    seed: spectral clustering's k-means seed.
+    membership: ``evaluation_membership(c, eta=eta)`` when already known.
+
+  Returns:
+    ``(labels [n] int32, info)``, info with the membership's
+    ``membership_converged``, ``membership_iterations`` and
+    ``membership_error``.
+  """
+  if membership is None:
+    membership = evaluation_membership(c, eta=eta)
+  labels = spectral.spectral_clustering(membership.gamma, num_clusters,
+                                        seed=seed)
+  return labels, _info(membership)
+
+
+def _info(membership: Membership) -> dict:
+  return dict(membership_converged=membership.converged,
+              membership_iterations=membership.iterations,
+              membership_error=membership.error)
+
+
+def estimate_num_clusters(gamma: np.ndarray, z, candidates, *, eps_sq: float,
+                          seed: int = 0) -> dict:
+  """CPP's model selection: the cluster count with the shortest code.
+
+  For each ``k`` in ``candidates`` the membership is cut into ``k``
+  clusters by spectral clustering and the features ``z`` are coded under
+  that partition (:func:`objectives.coding_length`); the shortest total
+  coding length wins.
+
+  Returns:
+    ``{'num_clusters': best k, 'coding_length': {k: nats}}``.
+  """
+  z = jnp.asarray(z)
+  lengths = {}
+  for k in candidates:
+    labels = spectral.spectral_clustering(gamma, int(k), seed=seed)
+    lengths[int(k)] = float(O.coding_length(z, jnp.asarray(labels),
+                                            eps_sq=eps_sq,
+                                            num_clusters=int(k)))
+  return dict(num_clusters=min(lengths, key=lengths.get),
+              coding_length=lengths)
+
+
+# ---------------------------------------------------------------- method
+
+
+def init_cluster_head(model: models.MCR2Model) -> None:
+  """MLC's one-shot initialisation: the cluster head becomes a copy of the
+  (warmed-up) feature head, so the first memberships come from the learned
+  features instead of noise."""
+  nnx.update(model.cluster_head, nnx.state(model.feature_head))
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  """``config.objective`` of MLC/CPP (see ``configs/mcr2.py``)."""
+  warmup_steps: int
+  eps_sq: float
+  gamma_in: float
+  gamma_r: float
+  eta: float
+  sinkhorn_iters: int
+  differentiation: str
+  num_views: int
+  invariance_weight: float
+  cluster_invariance_weight: float
+  frobenius_weight: float
+  init_cluster_head: bool
+
+  def __post_init__(self):
+    base.choice(self.differentiation, "objective.differentiation",
+                DIFFERENTIATION)
+    if not (self.eps_sq > 0 and self.eta > 0):
+      raise ValueError("objective.eps_sq and objective.eta must be > 0; got "
+                       f"{self.eps_sq} and {self.eta}.")
+    if self.num_views < 1 or (self.warmup_steps and self.num_views < 2):
+      raise ValueError(f"objective.num_views={self.num_views}: the TCR "
+                       "warm-up needs at least 2 views.")
 
 
 class MCR2(base.Method):
   """MLC (``method='mcr2'``) and CPP (``method='cpp'``)."""
 
-  name = "mcr2"
-
-  def create_model(self, rngs, x_init):
-    del x_init
-    m = self.config.model
-    encoder = models.make_encoder(m, self.example_shape, rngs=rngs)
-    return MCR2Model(encoder, head_hidden=tuple(m.head_hidden),
-                     z_dim=m.z_dim, rngs=rngs)
+  Hparams = Hparams
+  estimates_num_clusters = True
 
   @property
   def phases(self):
-    warmup = self.config.objective.warmup_steps
-    return [("warmup", 0), ("cluster", warmup)] if warmup else [("cluster", 0)]
+    if not self.hp.warmup_steps:
+      return [base.Phase("cluster", 0)]
+    return [base.Phase("warmup", 0), base.Phase("cluster",
+                                                self.hp.warmup_steps)]
 
-  def start_phase(self, phase, model, train_outputs):
-    del train_outputs
-    if phase == "cluster" and self.config.objective.init_cluster_head:
-      nnx.update(model.cluster_head, nnx.state(model.feature_head))
+  @property
+  def input_spec(self):
+    return base.InputSpec(num_views=self.hp.num_views)
 
-  def membership(self, c, **overrides):
-    obj = self.config.objective
-    kwargs = dict(eta=obj.eta, num_iters=obj.sinkhorn_iters,
-                  differentiation=obj.differentiation)
-    kwargs.update(overrides)
-    return O.doubly_stochastic_membership(c, **kwargs)
+  def create_model(self, rngs, example_shape):
+    spec = self.model_spec
+    return models.MCR2Model(
+        models.make_encoder(spec, example_shape, rngs=rngs),
+        head_hidden=spec.head_hidden, z_dim=spec.z_dim, rngs=rngs)
 
-  def loss(self, model, x, key, step, phase):
-    obj = self.config.objective
-    views = self.views(key, x, obj.num_views)
-    z, c = base.view_batch(lambda v: model(v, train=True), views)
+  def start_phase(self, phase, model, features):
+    del features
+    if phase == "cluster" and self.hp.init_cluster_head:
+      init_cluster_head(model)
+
+  def loss(self, model, inputs, key, step, phase):
+    del key, step
+    hp = self.hp
+    z, c = base.view_batch(functools.partial(model, train=True),
+                           inputs.views)
     if phase == "warmup":
-      loss = O.total_coding_rate_loss(
-          z, eps_sq=obj.eps_sq, invariance_weight=obj.invariance_weight)
-      return loss, {"tcr": loss}
-    z_mean = models.l2_normalize(jnp.mean(z, axis=0))
-    c_mean = models.l2_normalize(jnp.mean(c, axis=0))
-    gamma = self.membership(c_mean)
-    rate = O.coding_rate(z_mean, eps_sq=obj.eps_sq, gamma=obj.gamma_in)
-    rate_c = O.compression_rate(z_mean, gamma, eps_sq=obj.eps_sq)
-    frobenius = jnp.sum(jnp.square(gamma))
-    cosine = jnp.mean(jnp.sum(z[0] * z[1], axis=-1))
-    loss = (-obj.gamma_r * rate + rate_c
-            + 0.5 * obj.frobenius_weight * frobenius
-            - obj.cluster_invariance_weight * cosine)
-    return loss, {"R": rate, "Rc": rate_c, "gamma_fro2": frobenius,
-                  "cosine": cosine}
+      return tcr_loss(z, eps_sq=hp.eps_sq,
+                      invariance_weight=hp.invariance_weight)
+    return mlc_loss(z, c, eps_sq=hp.eps_sq, eta=hp.eta, gamma_r=hp.gamma_r,
+                    gamma_in=hp.gamma_in, sinkhorn_iters=hp.sinkhorn_iters,
+                    differentiation=hp.differentiation,
+                    frobenius_weight=hp.frobenius_weight,
+                    cluster_invariance_weight=hp.cluster_invariance_weight)
 
   def outputs(self, model, x):
-    z, c = model(self.normalize(x), train=False)
+    z, c = model(x, train=False)
     return {"features": z, "cluster_features": c}
 
-  def _eval_membership(self, outputs):
-    c = jnp.asarray(outputs["cluster_features"])
-    # The evaluation set's membership, run to convergence (no gradient).
-    return np.asarray(self.membership(c, differentiation="implicit",
-                                      tol=1e-5, max_iters=2000))
+  def _membership(self, outputs) -> Membership:
+    # The final evaluation assigns and then estimates k on the same
+    # outputs: one Sinkhorn on the n x n affinity serves both.
+    c = outputs["cluster_features"]
+    if getattr(self, "_last", (None,))[0] is not c:
+      self._last = (c, evaluation_membership(c, eta=self.hp.eta))
+    return self._last[1]
 
   def assign(self, outputs):
-    return spectral.spectral_clustering(self._eval_membership(outputs),
-                                        self.num_clusters,
-                                        seed=self.config.seed)
+    return assign(outputs["cluster_features"], self.num_clusters,
+                  eta=self.hp.eta, seed=self.seed,
+                  membership=self._membership(outputs))
 
-  def estimate_num_clusters(self, outputs, candidates) -> dict:
-    """CPP's model selection: the cluster count with the shortest code.
-
-    For each ``k`` in ``candidates`` the membership is cut into ``k``
-    clusters by spectral clustering and the learned features are coded
-    under that partition (:func:`objectives.coding_length`, CPP's
-    ``eps_sq``); the shortest total coding length wins.
-
-    Returns:
-      ``{'num_clusters': best k, 'coding_length': {k: nats}}``.
-    """
-    gamma = self._eval_membership(outputs)
-    z = jnp.asarray(outputs["features"])
-    lengths = {}
-    for k in candidates:
-      labels = spectral.spectral_clustering(gamma, int(k),
-                                            seed=self.config.seed)
-      lengths[int(k)] = float(O.coding_length(
-          z, jnp.asarray(labels), eps_sq=self.config.objective.eps_sq,
-          num_clusters=int(k)))
-    return dict(num_clusters=min(lengths, key=lengths.get),
-                coding_length=lengths)
+  def estimate_num_clusters(self, outputs, candidates):
+    return estimate_num_clusters(self._membership(outputs).gamma,
+                                 outputs["features"], candidates,
+                                 eps_sq=self.hp.eps_sq, seed=self.seed)

@@ -3,25 +3,26 @@
 Caron et al., "Unsupervised Learning of Visual Features by Contrasting
 Cluster Assignments" (NeurIPS 2020). Two augmented views, projected and
 L2-normalised (``z_v [B, d]``), are scored against L2-normalised prototypes
-(``s_v = z_v c^T [B, k]``). Codes ``q_v = swav_codes(s_v)`` (Sinkhorn,
-eps 0.05, 3 iterations, no gradient) are predicted from the other view:
+(``s_v = z_v c^T [B, k]``) and each view's codes are predicted from the
+other (:func:`swav_loss`).
 
-    loss = -1/2 mean_i [ q_1 . log softmax(s_2 / tau) + q_2 . log softmax(s_1 / tau) ]
-
-As in SwAV, the prototypes are frozen for the first ``freeze_prototypes_steps``
-steps; we normalise them in the forward pass instead of after each update
-(the loss only sees the normalised prototypes either way). Assignment: the
-highest-scoring prototype of the un-augmented input.
+As in SwAV, the prototypes are frozen for the first
+``freeze_prototypes_steps`` steps; we normalise them in the forward pass
+instead of after each update (the loss only sees the normalised prototypes
+either way). Assignment: the highest-scoring prototype of the un-augmented
+input.
 
 ``objective.neighbors='input'`` swaps predictions between an image and one
 of its ``num_neighbors`` nearest neighbours in the training set (each
 augmented) instead of between two views of the same image, as NNCLR and
-SCAN do; neighbours are mined once on the inputs before training.
+SCAN do; the loop mines the neighbours on the inputs before training.
 """
 
 from __future__ import annotations
 
-from flax import nnx
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,62 +31,89 @@ import objectives as O
 from clustering import models
 from clustering.methods import base
 
+__all__ = ["Hparams", "swav_loss", "SwAV"]
 
-class SwAVModel(nnx.Module):
 
-  def __init__(self, encoder, *, head_hidden, z_dim, num_prototypes, rngs):
-    self.encoder = encoder
-    self.projector = models.ProjectionHead(encoder.out_dim, head_hidden, z_dim,
-                                           rngs=rngs)
-    init = jax.random.normal(rngs.params(), (num_prototypes, z_dim))
-    self.prototypes = nnx.Param(models.l2_normalize(init))
+def swav_loss(scores: jax.Array, *, epsilon: float = 0.05,
+              sinkhorn_iters: int = 3, temperature: float = 0.1
+              ) -> tuple[jax.Array, dict]:
+  r"""SwAV's swapped prediction on two views' prototype scores.
 
-  def scores(self, z):
-    return z @ models.l2_normalize(self.prototypes[...]).T
+  Codes ``q_v = swav_codes(s_v)`` (Sinkhorn at ``epsilon`` for
+  ``sinkhorn_iters`` iterations, each row rescaled to sum to 1, no
+  gradient) and ``p_v = softmax(s_v / temperature)``:
 
-  def __call__(self, x, *, train: bool = False):
-    z = self.projector(self.encoder(x, train=train), train=train)
-    return z, self.scores(z)
+  .. math::
+    L = -\frac{1}{2B} \sum_i \left[q_{1i} \cdot \log p_{2i}
+        + q_{2i} \cdot \log p_{1i}\right]
+
+  Args:
+    scores: ``[2, B, k]`` cosine scores of the two views against the
+      (unit-norm) prototypes.
+    epsilon, sinkhorn_iters: SwAV's codes (defaults 0.05 and 3).
+    temperature: of the predicted distribution (SwAV: 0.1).
+
+  Returns:
+    ``(loss, {'swapped_ce': loss, 'balance'})``, ``balance`` the perplexity
+    of view 1's hard assignments over ``k`` (1 = uniform over prototypes).
+  """
+  codes = jnp.stack([O.swav_codes(s, epsilon=epsilon,
+                                  num_iters=sinkhorn_iters) for s in scores])
+  log_p = jax.nn.log_softmax(scores / temperature, axis=-1)
+  swapped = -(jnp.sum(codes[0] * log_p[1], -1)
+              + jnp.sum(codes[1] * log_p[0], -1))
+  loss = 0.5 * jnp.mean(swapped)
+  k = scores.shape[-1]
+  counts = jnp.mean(jax.nn.one_hot(jnp.argmax(scores[0], -1), k), 0)
+  balance = jnp.exp(-jnp.sum(counts * jnp.log(counts + 1e-12))) / k
+  return loss, {"swapped_ce": loss, "balance": balance}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  """``config.objective`` of SwAV (see ``configs/swav.py``)."""
+  epsilon: float
+  sinkhorn_iters: int
+  temperature: float
+  freeze_prototypes_steps: int
+  neighbors: str          # none | input
+  num_neighbors: int
+
+  def __post_init__(self):
+    base.choice(self.neighbors, "objective.neighbors", ("none", "input"))
 
 
 class SwAV(base.Method):
 
-  name = "swav"
+  Hparams = Hparams
 
-  def create_model(self, rngs, x_init):
-    del x_init
-    m = self.config.model
-    encoder = models.make_encoder(m, self.example_shape, rngs=rngs)
-    return SwAVModel(encoder, head_hidden=tuple(m.head_hidden), z_dim=m.z_dim,
-                     num_prototypes=self.num_clusters, rngs=rngs)
+  @property
+  def num_neighbors(self):
+    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
 
-  def loss(self, model, x, key, step, phase):
-    del phase
-    obj = self.config.objective
-    views = self.two_views(key, x)
-    frozen = step < obj.freeze_prototypes_steps
+  def create_model(self, rngs, example_shape):
+    spec = self.model_spec
+    return models.SwAVModel(
+        models.make_encoder(spec, example_shape, rngs=rngs),
+        head_hidden=spec.head_hidden, z_dim=spec.z_dim,
+        num_prototypes=self.num_clusters, rngs=rngs)
+
+  def loss(self, model, inputs, key, step, phase):
+    del key, phase
+    hp = self.hp
     protos = model.prototypes[...]
-    protos = jnp.where(frozen, jax.lax.stop_gradient(protos), protos)
-    protos = models.l2_normalize(protos)
-    z, _ = base.view_batch(lambda v: model(v, train=True), views)
-    scores = z @ protos.T  # [2, B, k]
-    codes = jnp.stack([O.swav_codes(s, epsilon=obj.epsilon,
-                                    num_iters=obj.sinkhorn_iters)
-                       for s in scores])
-    log_p = jax.nn.log_softmax(scores / obj.temperature, axis=-1)
-    swapped = -(jnp.sum(codes[0] * log_p[1], -1)
-                + jnp.sum(codes[1] * log_p[0], -1))
-    loss = 0.5 * jnp.mean(swapped)
-    # How balanced the hard assignments are (1 = uniform over prototypes).
-    counts = jnp.mean(jax.nn.one_hot(jnp.argmax(scores[0], -1),
-                                     self.num_clusters), 0)
-    balance = jnp.exp(-jnp.sum(counts * jnp.log(counts + 1e-12))) / (
-        self.num_clusters)
-    return loss, {"swapped_ce": loss, "balance": balance}
+    protos = jnp.where(step < hp.freeze_prototypes_steps,
+                       jax.lax.stop_gradient(protos), protos)
+    z = base.view_batch(functools.partial(model, train=True), inputs.views)
+    scores = z @ models.l2_normalize(protos).T  # [2, B, k]
+    return swav_loss(scores, epsilon=hp.epsilon,
+                     sinkhorn_iters=hp.sinkhorn_iters,
+                     temperature=hp.temperature)
 
   def outputs(self, model, x):
-    z, scores = model(self.normalize(x), train=False)
-    return {"features": z, "scores": scores}
+    z = model(x, train=False)
+    return {"features": z,
+            "scores": z @ models.l2_normalize(model.prototypes[...]).T}
 
   def assign(self, outputs):
-    return np.argmax(outputs["scores"], axis=-1).astype(np.int32)
+    return np.argmax(outputs["scores"], axis=-1).astype(np.int32), {}

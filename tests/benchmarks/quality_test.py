@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import quality
-from clustering import metrics
+from clustering.algorithms import metrics
 
 
 def test_quick_leaderboard_on_digits(tmp_path):

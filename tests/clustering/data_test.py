@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from clustering import data
+from clustering.data import pipeline
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..",
                          "shared", "data", "mnist_test")
@@ -119,12 +120,12 @@ def test_augment_keeps_shape_and_is_sharding_invariant():
 def test_rotation_turns_images_about_their_centre():
   image = np.zeros((1, 9, 9, 1), np.float32)
   image[0, 4, 6:9, 0] = 1.0  # a bar right of the centre
-  rot = data._rotate(jnp.asarray(image[0]), jnp.pi / 2)
+  rot = pipeline._rotate(jnp.asarray(image[0]), jnp.pi / 2)
   # +90 degrees in (row, col) sampling moves the bar to rows 0..2, column 4
   # (or 6..8, depending on the direction); either way it stays on column 4.
   np.testing.assert_allclose(rot[:, 4, 0].sum(), 3.0, atol=1e-5)
   np.testing.assert_allclose(jnp.sum(rot), 3.0, atol=1e-5)
-  np.testing.assert_allclose(data._rotate(jnp.asarray(image[0]), 0.0),
+  np.testing.assert_allclose(pipeline._rotate(jnp.asarray(image[0]), 0.0),
                              image[0], atol=1e-6)
   key = jax.random.key(1)
   x = jnp.asarray(np.repeat(image, 4, axis=0))

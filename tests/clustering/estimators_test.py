@@ -9,7 +9,7 @@ from sklearn import datasets
 from sklearn.utils import estimator_checks
 
 import clustering
-from clustering import metrics
+from clustering.algorithms import metrics
 
 
 def _quick(est):

@@ -4,7 +4,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from clustering import idx
+from clustering.data import idx
 
 MNIST_TEST = pathlib.Path(__file__).resolve().parents[3] / "shared/data/mnist_test"
 

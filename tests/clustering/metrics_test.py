@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clustering import metrics
+from clustering.algorithms import metrics
 
 
 def test_hungarian_accuracy_hand_computed():

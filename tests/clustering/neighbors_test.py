@@ -5,7 +5,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from clustering import data
-from clustering import neighbors
+from clustering.algorithms import neighbors
 
 
 @pytest.mark.parametrize("metric", ["cosine", "sqeuclidean"])

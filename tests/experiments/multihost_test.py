@@ -111,10 +111,10 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
 
 def test_incomplete_distributed_config_fails_before_any_device():
   from configs import mcr2  # pylint: disable=g-import-not-at-top
-  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments import trainer  # pylint: disable=g-import-not-at-top
   config = mcr2.get_config("quick")
-  assert not train.initialize_distributed(config)  # off by default
+  assert not trainer.initialize_distributed(config)  # off by default
   config.distributed.coordinator_address = "127.0.0.1:1"
   config.distributed.num_processes = 2
   with pytest.raises(ValueError, match="config.distributed needs"):
-    train.initialize_distributed(config)  # process_id left at -1
+    trainer.initialize_distributed(config)  # process_id left at -1

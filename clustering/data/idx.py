@@ -41,6 +41,20 @@ def read_idx(path) -> np.ndarray:
   return np.frombuffer(data, dtype, offset=header).reshape(shape)
 
 
+def _find(directory: pathlib.Path, stem: str):
+  for name in (stem, stem + ".gz"):
+    if (directory / name).exists():
+      return directory / name
+  return None
+
+
+def has_split(directory, split: str) -> bool:
+  """Whether ``directory`` holds the image and label files of ``split``."""
+  directory = pathlib.Path(directory)
+  return all(_find(directory, f"{split}-{kind}") is not None
+             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+
+
 def load_idx_dir(directory, split: str = "t10k"):
   """Images ``[n, 28*28]`` float32 in [0, 1] and int32 labels of a split.
 
@@ -52,10 +66,10 @@ def load_idx_dir(directory, split: str = "t10k"):
   directory = pathlib.Path(directory)
 
   def find(stem):
-    for name in (stem, stem + ".gz"):
-      if (directory / name).exists():
-        return directory / name
-    raise ValueError(f"{directory} has no {stem}[.gz].")
+    path = _find(directory, stem)
+    if path is None:
+      raise ValueError(f"{directory} has no {stem}[.gz].")
+    return path
 
   images = read_idx(find(f"{split}-images-idx3-ubyte"))
   labels = read_idx(find(f"{split}-labels-idx1-ubyte"))

@@ -16,7 +16,7 @@ import numpy as np
 
 from scipy.sparse import linalg as sparse_linalg
 
-from clustering.kmeans import kmeans as fit_kmeans
+from clustering.algorithms.kmeans import kmeans as fit_kmeans
 
 __all__ = ["spectral_embedding", "spectral_clustering"]
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from objectives import _checks
+from objectives import validation
 from objectives import dkm_inverse_temperature
 from objectives import soft_kmeans_assignments
 from objectives import soft_kmeans_centroids
@@ -127,10 +127,10 @@ def kmeans(x: jax.typing.ArrayLike,
   Returns:
     :class:`KMeansResult` of the best restart.
   """
-  x = _checks.float_array(x, "x", "[n, d]", rank=2)
-  num_clusters = _checks.positive_int(num_clusters, "num_clusters")
-  n_init = _checks.positive_int(n_init, "n_init")
-  max_iters = _checks.positive_int(max_iters, "max_iters")
+  x = validation.float_array(x, "x", "[n, d]", rank=2)
+  num_clusters = validation.positive_int(num_clusters, "num_clusters")
+  n_init = validation.positive_int(n_init, "n_init")
+  max_iters = validation.positive_int(max_iters, "max_iters")
   if num_clusters > x.shape[0]:
     raise ValueError(f"`num_clusters`={num_clusters} exceeds the number of "
                      f"samples n={x.shape[0]} in `x` {x.shape}.")
@@ -206,13 +206,13 @@ def annealed_soft_kmeans(x: jax.typing.ArrayLike,
     alpha_0: first inverse temperature (in units of ``1/s``).
     seed: PRNG seed.
   """
-  x = _checks.float_array(x, "x", "[n, d]", rank=2)
-  num_clusters = _checks.positive_int(num_clusters, "num_clusters")
+  x = validation.float_array(x, "x", "[n, d]", rank=2)
+  num_clusters = validation.positive_int(num_clusters, "num_clusters")
   if num_clusters > x.shape[0]:
     raise ValueError(f"`num_clusters`={num_clusters} exceeds the number of "
                      f"samples n={x.shape[0]} in `x` {x.shape}.")
-  _checks.positive(alpha_0, "alpha_0")
+  validation.positive(alpha_0, "alpha_0")
   return _annealed(x, jax.random.PRNGKey(seed), jnp.asarray(alpha_0, x.dtype),
                    num_clusters=num_clusters,
-                   n_init=_checks.positive_int(n_init, "n_init"),
-                   steps=_checks.positive_int(steps, "steps"))
+                   n_init=validation.positive_int(n_init, "n_init"),
+                   steps=validation.positive_int(steps, "steps"))

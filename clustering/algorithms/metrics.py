@@ -29,15 +29,38 @@ def _pair(labels_true, labels_pred):
   return t, p
 
 
+def _confusion(labels_true, labels_pred):
+  """``counts [classes, clusters]``, the classes, the clusters, and the
+  Hungarian matching ``(rows, cols)`` that maximises the matched counts."""
+  t, p = _pair(labels_true, labels_pred)
+  classes, t_idx = np.unique(t, return_inverse=True)
+  clusters, p_idx = np.unique(p, return_inverse=True)
+  counts = np.zeros((len(classes), len(clusters)), np.int64)
+  np.add.at(counts, (t_idx, p_idx), 1)
+  rows, cols = linear_sum_assignment(-counts)
+  return counts, classes, clusters, rows, cols
+
+
 def hungarian_accuracy(labels_true, labels_pred) -> float:
   """Best one-to-one cluster-to-class matching accuracy, in [0, 1]."""
-  t, p = _pair(labels_true, labels_pred)
-  _, t_idx = np.unique(t, return_inverse=True)
-  _, p_idx = np.unique(p, return_inverse=True)
-  confusion = np.zeros((p_idx.max() + 1, t_idx.max() + 1), np.int64)
-  np.add.at(confusion, (p_idx, t_idx), 1)
-  rows, cols = linear_sum_assignment(-confusion)
-  return float(confusion[rows, cols].sum() / t.size)
+  counts, _, _, rows, cols = _confusion(labels_true, labels_pred)
+  return float(counts[rows, cols].sum() / counts.sum())
+
+
+def matched_confusion(labels_true, labels_pred):
+  """Confusion matrix with its columns in Hungarian-matched order.
+
+  Returns:
+    ``(counts [classes, clusters], classes, clusters)``: ``counts[i, j]`` is
+    how many examples of ``classes[i]`` fell in ``clusters[j]``; matched
+    clusters come first, in the order of the classes they are matched to
+    (the matching of :func:`hungarian_accuracy`), unmatched clusters last.
+  """
+  counts, classes, clusters, rows, cols = _confusion(labels_true, labels_pred)
+  matched = cols[np.argsort(rows)]
+  order = np.concatenate([matched, np.setdiff1d(np.arange(len(clusters)),
+                                                matched)]).astype(int)
+  return counts[:, order], classes, clusters[order]
 
 
 def normalized_mutual_info(labels_true, labels_pred) -> float:

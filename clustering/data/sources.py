@@ -1,10 +1,12 @@
-"""Datasets for clustering runs, their input order, and on-device augmentation.
+"""Data sources: every dataset a run can train on, as random-access examples.
 
 Sources (``config.data.name``):
 
 * ``digits``: scikit-learn's 1,797 real 8x8 digits, embedded (no network);
-* ``idx``: a directory of MNIST-format files (MNIST, Fashion-MNIST, KMNIST),
-  ``config.data.path``;
+* ``mnist``: 28x28 MNIST-format digits: the IDX files in ``data.path`` when
+  it is given (MNIST, Fashion-MNIST, KMNIST, ...), else TFDS ``mnist``
+  prepared on this machine;
+* ``idx``: a directory of MNIST-format IDX files, ``data.path``;
 * ``npy``: precomputed features ``[n, d]`` (+ labels) from ``.npy``/``.npz``;
 * ``tfds:<name>``: any TFDS dataset prepared on this machine, read through
   ``tfds.data_source`` and grain (random access, nothing held in memory);
@@ -13,10 +15,6 @@ Sources (``config.data.name``):
 Images are float32 ``[n, h, w, c]`` in [0, 1]; features are ``[n, d]``.
 Clustering papers (CPP, NMCE, I-Con) train and report on the same images, so
 unless a split is named the evaluation set is the training set.
-
-The input order is a pure function of ``(seed, step)`` (grain's per-epoch
-shuffle with random access), so a resumed run reads exactly the batches an
-uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -24,23 +22,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
-from typing import Any, Callable, Sequence
+from typing import Callable
 
-import grain
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from clustering import idx as idx_lib
+from clustering.data import idx as idx_lib
 
-__all__ = [
-    "Dataset",
-    "load",
-    "batch_indices",
-    "augment",
-    "gaussian_mixture",
-    "union_of_subspaces",
-]
+__all__ = ["Dataset", "load", "from_arrays", "gaussian_mixture",
+           "union_of_subspaces"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,22 +109,39 @@ def _digits(config):
   return from_arrays("digits", x, y)
 
 
+# IDX file stems of each split name.
+_IDX_SPLITS = {"train": "train", "test": "t10k", "t10k": "t10k"}
+
+
 def _idx(config, split):
   if not config.get("path"):
     raise ValueError("data.name='idx' needs data.path: a directory holding "
                      "MNIST-format files such as t10k-images-idx3-ubyte.gz.")
-  split = split or "train"
-  try:
-    x, y = idx_lib.load_idx_dir(config.path, split=split)
-  except ValueError:
-    if split != "train":
-      raise
-    # Only the test files are present (as in ../shared/data/mnist_test).
-    x, y = idx_lib.load_idx_dir(config.path, split="t10k")
-    split = "t10k"
+  if split and split not in _IDX_SPLITS:
+    raise ValueError(f"data.split={split!r}: an IDX directory has the splits "
+                     f"{sorted(_IDX_SPLITS)}.")
+  stem = _IDX_SPLITS[split or "train"]
+  if not split and not idx_lib.has_split(config.path, "train"):
+    stem = "t10k"  # only the test files are there (a test-set directory)
+  x, y = idx_lib.load_idx_dir(config.path, split=stem)
   side = int(round(np.sqrt(x.shape[1])))
   return from_arrays(f"idx:{os.path.basename(os.path.normpath(config.path))}:"
-                     f"{split}", x.reshape(-1, side, side, 1), y)
+                     f"{stem}", x.reshape(-1, side, side, 1), y)
+
+
+def _mnist(config, split):
+  """IDX files in ``data.path`` when given, else TFDS ``mnist``."""
+  if config.get("path"):
+    return _idx(config, split)
+  try:
+    return _tfds(config, "mnist", split)
+  except ValueError as e:
+    raise ValueError(
+        "MNIST is not on this machine: pass --config.data.path=DIR, a "
+        "directory with the MNIST-format IDX files (t10k-images-idx3-ubyte"
+        "[.gz], t10k-labels-idx1-ubyte[.gz]), or prepare TFDS mnist once "
+        "with network access: `tfds build mnist --file_format=array_record "
+        f"[--data_dir=DIR]` ({str(e).split(' (')[0]}).") from e
 
 
 def _npy(config):
@@ -232,6 +238,7 @@ def _synthetic(config, num_clusters):
 
 
 def _tfds(config, name, split):
+  import grain  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   split = split or "train"
   try:
@@ -285,12 +292,16 @@ def load(config, *, num_clusters: int, split: str | None = None) -> Dataset:
   Args:
     config: the ``config.data`` ConfigDict.
     num_clusters: used by synthetic data.
-    split: ``None`` for the training set, or a split name (``'test'``,
-      ``'t10k'``) where the source has splits.
+    split: a split name (``'train'``, ``'test'``) where the source has
+      splits; ``None`` reads ``config.split`` (the training split; empty:
+      the source's default, ``train``).
   """
   name = config.name
+  split = split or config.get("split") or None
   if name == "digits":
     return _digits(config)
+  if name == "mnist":
+    return _mnist(config, split)
   if name == "idx":
     return _idx(config, split)
   if name == "npy":
@@ -300,136 +311,4 @@ def load(config, *, num_clusters: int, split: str | None = None) -> Dataset:
   if name.startswith("tfds:"):
     return _tfds(config, name[len("tfds:"):], split)
   raise ValueError(f"Unknown data.name {name!r}; expected one of 'digits', "
-                   "'idx', 'npy', 'synthetic', 'tfds:<name>'.")
-
-
-# ------------------------------------------------------------- input order
-
-
-def index_dataset(num_examples: int, *, seed: int) -> grain.MapDataset:
-  """Example indices in training order: reshuffled every epoch, endless."""
-  return grain.MapDataset.range(num_examples).shuffle(seed=seed).repeat(None)
-
-
-def batch_indices(order: grain.MapDataset, step: int, batch_size: int,
-                  *, process_index: int = 0, process_count: int = 1):
-  """This process's share of global batch ``step`` (a pure function of step).
-
-  Returns:
-    ``[batch_size // process_count]`` int64 example indices.
-  """
-  per_process = batch_size // process_count
-  start = step * batch_size + process_index * per_process
-  return np.fromiter((order[i] for i in range(start, start + per_process)),
-                     dtype=np.int64, count=per_process)
-
-
-def partner_indices(neighbors: np.ndarray, anchors: np.ndarray, *, seed: int,
-                    step: int, batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> np.ndarray:
-  """One random neighbour of each anchor of this process's share of batch s.
-
-  Args:
-    neighbors: ``[n, K]`` neighbour indices of every training example.
-    anchors: this process's ``[batch_size / process_count]`` example indices.
-    seed, step: the draw is a function of ``(seed, step)`` only, so a resumed
-      run sees the same pairs.
-    batch_size: the global batch size.
-
-  Returns:
-    ``[len(anchors)]`` int64 partner indices.
-  """
-  per_process = batch_size // process_count
-  pick = np.random.default_rng([seed, step]).integers(
-      0, neighbors.shape[1], size=batch_size)
-  pick = pick[process_index * per_process:(process_index + 1) * per_process]
-  return neighbors[anchors, pick].astype(np.int64)
-
-
-# ------------------------------------------------------------ augmentation
-
-
-def _resized_crop(image, key, *, scale, max_shift):
-  """A random crop covering ``scale`` of the area, resized back, plus shift."""
-  h, w, _ = image.shape
-  k_area, k_ratio, k_pos = jax.random.split(key, 3)
-  area = jax.random.uniform(k_area, (), minval=scale[0], maxval=scale[1])
-  log_ratio = jax.random.uniform(k_ratio, (), minval=np.log(3 / 4),
-                                 maxval=np.log(4 / 3))
-  ch = jnp.clip(jnp.sqrt(area * jnp.exp(-log_ratio)), 0.0, 1.0) * h
-  cw = jnp.clip(jnp.sqrt(area * jnp.exp(log_ratio)), 0.0, 1.0) * w
-  pos = jax.random.uniform(k_pos, (2,), minval=-1.0, maxval=1.0)
-  top = (h - ch) / 2 * (1 + pos[0]) + max_shift * pos[0]
-  left = (w - cw) / 2 * (1 + pos[1]) + max_shift * pos[1]
-  out_scale = jnp.stack([h / ch, w / cw])
-  translation = -jnp.stack([top, left]) * out_scale
-  return jax.image.scale_and_translate(
-      image, image.shape, (0, 1), out_scale, translation, method="linear",
-      antialias=True)
-
-
-def _rotate(image, angle):
-  """Rotates ``[h, w, c]`` by ``angle`` radians about its centre (bilinear,
-  zeros outside)."""
-  h, w, c = image.shape
-  ii, jj = jnp.meshgrid(jnp.arange(h, dtype=image.dtype),
-                        jnp.arange(w, dtype=image.dtype), indexing="ij")
-  ci, cj = (h - 1) / 2, (w - 1) / 2
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
-  src_i = ci + cos * (ii - ci) - sin * (jj - cj)
-  src_j = cj + sin * (ii - ci) + cos * (jj - cj)
-  return jnp.stack([
-      jax.scipy.ndimage.map_coordinates(image[..., ch], [src_i, src_j],
-                                        order=1, mode="constant")
-      for ch in range(c)], axis=-1)
-
-
-def augment(key: jax.Array, x: jax.Array, *, crop_scale: Sequence[float] =
-            (0.5, 1.0), max_shift: float = 1.0, flip: bool = False,
-            noise: float = 0.0, rotation: float = 0.0) -> jax.Array:
-  """One random view of each example, computed on device.
-
-  Images get a random resized crop (area fraction ``crop_scale``, aspect
-  3/4..4/3, extra shift of up to ``max_shift`` pixels), a random rotation of
-  up to ``rotation`` degrees either way (digits: it hides the slant, which
-  otherwise competes with the class as a way to split 4s and 9s), an
-  optional horizontal flip (not for digits), and Gaussian noise; features
-  get only the noise.
-  Random numbers are drawn for the whole global batch, so a sharded batch sees
-  the same views as an unsharded one.
-
-  Args:
-    key: PRNG key.
-    x: ``[n, h, w, c]`` images in [0, 1] or ``[n, d]`` features.
-
-  Returns:
-    Array of ``x``'s shape and dtype.
-  """
-  k_crop, k_flip, k_noise = jax.random.split(key, 3)
-  if x.ndim == 4:
-    keys = jax.random.split(k_crop, x.shape[0])
-    x = jax.vmap(lambda im, k: _resized_crop(
-        im, k, scale=tuple(crop_scale), max_shift=max_shift))(x, keys)
-    if rotation:
-      angles = jax.random.uniform(jax.random.fold_in(k_crop, 1),
-                                  (x.shape[0],), minval=-1.0, maxval=1.0)
-      x = jax.vmap(_rotate)(x, angles * np.deg2rad(rotation).astype(
-          np.float32))
-    if flip:
-      do_flip = jax.random.bernoulli(k_flip, 0.5, (x.shape[0], 1, 1, 1))
-      x = jnp.where(do_flip, x[:, :, ::-1], x)
-  if noise:
-    x = x + noise * jax.random.normal(k_noise, x.shape, x.dtype)
-  return x
-
-
-def standardize_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Per-feature mean and std (std floored) over the examples axis."""
-  x = x.reshape(x.shape[0], -1)
-  return x.mean(0), np.maximum(x.std(0), 1e-3)
-
-
-def info(dataset: Dataset) -> dict[str, Any]:
-  return dict(name=dataset.name, num_examples=dataset.num_examples,
-              example_shape=list(dataset.example_shape),
-              num_classes=dataset.num_classes)
+                   "'mnist', 'idx', 'npy', 'synthetic', 'tfds:<name>'.")

@@ -1,0 +1,65 @@
+"""How DKM and ClAM learn the space their prototypes live in.
+
+* ``'autoencoder'`` (their papers): an MLP autoencoder trained on
+  reconstruction, :func:`reconstruction_loss`;
+* ``'tcr'``: a backbone and a unit-norm head trained as MLC trains its
+  features, by the self-supervised total coding rate on augmented views,
+  :func:`tcr_loss` (also MLC/CPP's warm-up);
+* ``'identity'`` (ClAM only): the (standardised) inputs themselves.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import objectives as O
+from clustering import models
+
+REPRESENTATIONS = ("autoencoder", "tcr")
+
+
+def tcr_loss(z_views: jax.Array, *, eps_sq: float,
+             invariance_weight: float) -> tuple[jax.Array, dict]:
+  """MLC's warm-up: ``-R(mean_v Z_v) - lambda mean cos(Z_v, Z_w)``.
+
+  Args:
+    z_views: ``[V, B, z]`` unit-norm embeddings of ``V >= 2`` views.
+    eps_sq: squared distortion of ``R``.
+    invariance_weight: ``lambda``.
+
+  Returns:
+    ``(loss, {'tcr': loss})``.
+  """
+  loss = O.total_coding_rate_loss(z_views, eps_sq=eps_sq,
+                                  invariance_weight=invariance_weight)
+  return loss, {"tcr": loss}
+
+
+def reconstruction_loss(x: jax.Array, reconstruction: jax.Array
+                        ) -> tuple[jax.Array, dict]:
+  """Autoencoder loss: mean over all ``B * D`` entries of
+  ``(x - reconstruction)^2`` (``x`` flattened to ``[B, D]``).
+
+  Returns:
+    ``(loss, {'reconstruction': loss})``.
+  """
+  loss = jnp.mean(jnp.square(reconstruction - x.reshape(x.shape[0], -1)))
+  return loss, {"reconstruction": loss}
+
+
+def create_space(representation: str, spec: models.ModelSpec, example_shape,
+                 *, rngs: nnx.Rngs, standardize_latent: bool = False):
+  """The embedding DKM/ClAM cluster in (see the module docstring)."""
+  if representation == "tcr":
+    return models.Embedding(models.make_encoder(spec, example_shape,
+                                                rngs=rngs),
+                            head_hidden=spec.head_hidden, z_dim=spec.z_dim,
+                            rngs=rngs)
+  if representation == "identity":
+    return models.Embedding(models.Identity(example_shape))
+  return models.AutoEncoder(int(np.prod(example_shape)), spec.hidden,
+                            spec.z_dim, standardize_latent=standardize_latent,
+                            rngs=rngs)
