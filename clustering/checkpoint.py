@@ -84,9 +84,6 @@ class Checkpointer:
       return step, state, meta
     return None
 
-  def wait(self):
-    self._manager.wait_until_finished()
-
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()

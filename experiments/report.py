@@ -60,6 +60,7 @@ class MetricsWriter:
 
   def _tensorboard(self):
     if self._board is None:
+      # Imported on first use: a disabled writer needs no TensorBoard.
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._board = SummaryWriter(self._logdir, purge_step=self._purge_step)
     return self._board

@@ -105,7 +105,8 @@ class Trainer:
 
   def __init__(self, config, method: methods.Method, model: nnx.Module, mesh,
                stats: data_lib.InputStats):
-    self.config, self.method, self.mesh, self.stats = config, method, mesh, stats
+    self.config, self.method, self.mesh = config, method, mesh
+    self.stats = stats
     self.augment = data_lib.AugmentSpec.from_config(config.data.augment)
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P("data"))

@@ -72,6 +72,16 @@ def am_energy(v: jax.typing.ArrayLike, memories: jax.typing.ArrayLike, *,
 
   Returns:
     ``[n]`` energies.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> memories = jnp.array([[0.], [4.]])
+    >>> # -(1/beta) log(e^0 + e^-8) at a memory, higher half-way
+    >>> energy = O.am_energy(jnp.array([[0.], [2.]]), memories, beta=1.0)
+    >>> print(np.asarray(energy).round(4))
+    [-3.0000e-04  1.3069e+00]
   """
   _checks.positive(beta, "beta")
   dist = _soft_kmeans.squared_distances(v, memories)
@@ -106,6 +116,17 @@ def am_evolve(x: jax.typing.ArrayLike,
 
   Returns:
     ``[n, d]`` final states ``v_T``; differentiable through every step.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> memories = jnp.array([[0.], [4.]])
+    >>> v = O.am_evolve(jnp.array([[1.], [3.]]), memories, beta=1.0, alpha=0.5,
+    ...                 num_steps=20)
+    >>> print(np.asarray(v).round(2))  # each state falls into its memory
+    [[0.]
+     [4.]]
   """
   x, memories = _states_and_memories(x, memories)
   _checks.positive(beta, "beta")
@@ -146,6 +167,17 @@ def clam_loss(x: jax.typing.ArrayLike,
 
   Returns:
     Scalar loss.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> memories = jnp.array([[0., 0.], [4., 4.]])
+    >>> x = jnp.array([[4., 4.]])
+    >>> mask = jnp.array([[0., 1.]])  # hide the second coordinate
+    >>> loss = O.clam_loss(x, memories, mask, beta=1.0, alpha=0.5,
+    ...                    num_steps=30, fill_value=2.0)
+    >>> print(f"{loss:.4f}")  # completed from the memory at (4, 4)
+    0.0000
   """
   x, memories = _states_and_memories(x, memories)
   mask = _mask(mask, x.shape, x.dtype)
@@ -172,6 +204,14 @@ def am_assignments(x: jax.typing.ArrayLike,
 
   Returns:
     ``[n]`` int32 cluster ids.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> memories = jnp.array([[0.], [4.]])
+    >>> print(O.am_assignments(jnp.array([[1.], [2.5], [9.]]), memories,
+    ...                        beta=1.0))
+    [0 1 1]
   """
   final = am_evolve(x, memories, beta=beta, alpha=alpha, num_steps=num_steps)
   dist = _soft_kmeans.squared_distances(final, memories)

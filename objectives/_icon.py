@@ -80,6 +80,14 @@ def pairwise_distances(x: jax.typing.ArrayLike, *,
 
   Returns:
     ``[n, n]`` distances.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> x = jnp.array([[0., 0.], [3., 4.]])
+    >>> print(O.pairwise_distances(x))
+    [[ 0. 25.]
+     [25.  0.]]
   """
   x = _features(x)
   if metric == "sqeuclidean":
@@ -107,6 +115,17 @@ def gaussian_kernel(x: jax.typing.ArrayLike, *,
 
   Returns:
     ``[n, n]`` row-normalised log-probabilities.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [1.], [3.]])
+    >>> p = jnp.exp(O.gaussian_kernel(x, sigma=1.0))  # SNE's p(j|i), no self
+    >>> print(np.asarray(p).round(3))
+    [[0.    0.982 0.018]
+     [0.818 0.    0.182]
+     [0.076 0.924 0.   ]]
   """
   _checks.positive(sigma, "sigma")
   dist = pairwise_distances(x, metric=metric)
@@ -128,6 +147,17 @@ def student_t_kernel(x: jax.typing.ArrayLike, *,
 
   Returns:
     ``[n, n]`` row-normalised log-probabilities.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [1.], [3.]])
+    >>> q = jnp.exp(O.student_t_kernel(x))  # t-SNE's (1 + d)^-1, normalised
+    >>> print(np.asarray(q).round(3))
+    [[0.    0.833 0.167]
+     [0.714 0.    0.286]
+     [0.333 0.667 0.   ]]
   """
   _checks.positive(gamma, "gamma")
   dist = pairwise_distances(x, metric="sqeuclidean")
@@ -158,6 +188,16 @@ def knn_kernel(x: jax.typing.ArrayLike, *, k: int, walks: int = 0,
   Returns:
     ``[n, n]`` row-normalised log-probabilities (no gradient: neighbour sets
     are discrete).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [1.], [5.], [6.]])
+    >>> print(jnp.exp(O.knn_kernel(x, k=1)))
+    [[0. 1. 0. 0.]
+     [1. 0. 0. 0.]
+     [0. 0. 0. 1.]
+     [0. 0. 1. 0.]]
   """
   x = jax.lax.stop_gradient(_features(x))
   n = x.shape[0]
@@ -189,6 +229,15 @@ def label_kernel(labels: jax.typing.ArrayLike, *,
   Returns:
     ``[n, n]`` log-probabilities; a sample with no positive gets a row of
     ``-inf`` (contributes nothing to :func:`icon_loss`).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> print(jnp.exp(O.label_kernel(jnp.array([0, 0, 0, 1]))))
+    [[0.  0.5 0.5 0. ]
+     [0.5 0.  0.5 0. ]
+     [0.5 0.5 0.  0. ]
+     [0.  0.  0.  0. ]]
   """
   labels = _checks.int_array(labels, "labels", "[n]", rank=1)
   same = (labels[:, None] == labels[None, :]).astype(jnp.float32)
@@ -206,6 +255,16 @@ def augmentation_kernel(view_ids: jax.typing.ArrayLike) -> jax.Array:
 
   Returns:
     ``[n, n]`` log-probabilities, uniform over the other views.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> # two views of two images: rows 0, 2 and rows 1, 3 are pairs
+    >>> print(jnp.exp(O.augmentation_kernel(jnp.array([0, 1, 0, 1]))))
+    [[0. 0. 1. 0.]
+     [0. 0. 0. 1.]
+     [1. 0. 0. 0.]
+     [0. 1. 0. 0.]]
   """
   view_ids = _checks.int_array(view_ids, "view_ids", "[n]", rank=1)
   return label_kernel(view_ids, mask_diagonal=True)
@@ -224,6 +283,16 @@ def cluster_kernel(probs: jax.typing.ArrayLike) -> jax.Array:
     ``[n, n]`` row-normalised log-probabilities; ``q = 0`` (one-hot rows in
     different clusters) is returned as ``log(float32 tiny) ~ -87``, not
     ``-inf``, so gradients stay finite.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> probs = jnp.array([[1., 0.], [1., 0.], [0., 1.]])
+    >>> print(np.asarray(jnp.exp(O.cluster_kernel(probs))).round(3))
+    [[0.5 0.5 0. ]
+     [0.5 0.5 0. ]
+     [0.  0.  1. ]]
   """
   probs = _features(probs, "probs")
   log_p = jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
@@ -252,6 +321,15 @@ def debias(log_p: jax.typing.ArrayLike, *,
 
   Returns:
     ``[n, m]`` log-probabilities.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> log_p = jnp.log(jnp.array([[1., 0.]]))
+    >>> p = jnp.exp(O.debias(log_p, alpha=0.2))  # 0.8 p + 0.2 / 2
+    >>> print(np.asarray(p).round(4))
+    [[0.9 0.1]]
   """
   log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2,
                                allow_neg_inf=True)
@@ -272,6 +350,13 @@ def mixture_kernel(*log_ps: jax.typing.ArrayLike,
 
   Returns:
     ``[n, m]`` log-probabilities.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> a, b = jnp.log(jnp.array([[1., 0.]])), jnp.log(jnp.array([[0., 1.]]))
+    >>> print(jnp.exp(O.mixture_kernel(a, b, weights=jnp.array([0.75, 0.25]))))
+    [[0.75 0.25]]
   """
   if not log_ps:
     raise ValueError("`mixture_kernel` needs at least one kernel.")
@@ -305,6 +390,15 @@ def icon_loss(log_p: jax.typing.ArrayLike,
   Returns:
     Scalar loss. Terms with ``p_ij = 0`` are dropped (with safe gradients),
     so a ``-inf`` in ``log_q`` where ``p = 0`` is harmless.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> log_p = jnp.log(jnp.array([[0.5, 0.5], [0.5, 0.5]]))
+    >>> log_q = jnp.log(jnp.array([[0.9, 0.1], [0.5, 0.5]]))
+    >>> # mean_i KL(p_i || q_i) = (KL(.5,.5 || .9,.1) + 0) / 2
+    >>> print(f"{O.icon_loss(log_p, log_q):.4f}")
+    0.2554
   """
   log_p = _checks.float_array(log_p, "log_p", "[n, m]", rank=2,
                                allow_neg_inf=True)

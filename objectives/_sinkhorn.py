@@ -403,6 +403,15 @@ def sinkhorn(scores: jax.typing.ArrayLike,
   Raises:
     ValueError: for a non-2D or non-float `scores`, mismatched marginals,
       non-positive hyperparameters or an impossible differentiation mode.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> scores = jnp.array([[1., 0.], [1., 0.], [0., 1.], [1., 0.]])
+    >>> out = O.sinkhorn(scores, epsilon=0.1, tol=1e-6)
+    >>> print(np.asarray(out.plan.sum(axis=0)).round(4), bool(out.converged))
+    [0.5 0.5] True
   """
   scores = _checks.float_array(scores, "scores", "[n, k]", rank=2,
                                allow_neg_inf=True)
@@ -486,6 +495,15 @@ def swav_codes(scores: jax.typing.ArrayLike,
 
   Returns:
     ``[n, k]`` codes with rows summing to 1.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> scores = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    >>> codes = O.swav_codes(scores, epsilon=0.05, num_iters=3)
+    >>> print(np.asarray(codes.sum(axis=1)).round(4), codes.argmax(axis=1))
+    [1. 1. 1. 1.] [0 0 1 1]
   """
   scores = jax.lax.stop_gradient(
       _checks.float_array(scores, "scores", "[n, k]", rank=2,

@@ -60,6 +60,14 @@ def squared_distances(x: jax.typing.ArrayLike,
   Returns:
     ``[n, k]`` non-negative distances, computed as
     ``|x|^2 - 2 x.mu + |mu|^2`` (one GEMM) and clipped at 0 against rounding.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> x = jnp.array([[0., 0.], [3., 4.]])
+    >>> print(O.squared_distances(x, jnp.array([[0., 0.], [3., 0.]])))
+    [[ 0.  9.]
+     [25. 16.]]
   """
   x, centroids = _points_and_centroids(x, centroids)
   cross = jnp.matmul(x, centroids.T, precision=jax.lax.Precision.HIGHEST)
@@ -84,6 +92,16 @@ def soft_kmeans_assignments(x: jax.typing.ArrayLike,
   Returns:
     ``[n, k]`` responsibilities, each row sums to 1, in float32 (float64 for
     float64 inputs).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [1.]])
+    >>> r = O.soft_kmeans_assignments(x, x, temperature=1.0)
+    >>> print(np.asarray(r).round(4))
+    [[0.7311 0.2689]
+     [0.2689 0.7311]]
   """
   _checks.positive(temperature, "temperature")
   logits = -squared_distances(x, centroids) / temperature
@@ -107,6 +125,14 @@ def soft_kmeans_loss(x: jax.typing.ArrayLike,
   Returns:
     Scalar loss. Gradients flow through both the distances and the
     responsibilities, as in DKM.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [1.]])
+    >>> # each point: 0.2689 of its mass at squared distance 1
+    >>> print(f"{O.soft_kmeans_loss(x, x, temperature=1.0):.4f}")
+    0.2689
   """
   _checks.positive(temperature, "temperature")
   distances = squared_distances(x, centroids)
@@ -130,6 +156,15 @@ def soft_kmeans_centroids(x: jax.typing.ArrayLike,
   Returns:
     ``[k, d]`` centroids. A cluster with zero total weight gets the zero
     vector, never NaN, and a zero gradient.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import objectives as O
+    >>> x = jnp.array([[0.], [2.], [10.]])
+    >>> resp = jnp.array([[1., 0.], [1., 0.], [0., 1.]])
+    >>> print(O.soft_kmeans_centroids(x, resp))
+    [[ 1.]
+     [10.]]
   """
   x = _checks.float_array(x, "x", "[n, d]", rank=2)
   resp = _checks.float_array(responsibilities, "responsibilities", "[n, k]",
@@ -160,6 +195,14 @@ def dkm_inverse_temperature(step: jax.typing.ArrayLike,
 
   Returns:
     ``alpha_n`` (float32); use ``temperature = 1 / alpha_n``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import objectives as O
+    >>> alpha = O.dkm_inverse_temperature(jnp.arange(4), alpha_0=0.1)
+    >>> print(np.asarray(alpha).round(3))
+    [0.1   0.423 0.752 1.078]
   """
   step = jnp.asarray(step)
   # The exponent is a cumulative sum; a fixed horizon keeps it jittable.

@@ -30,7 +30,8 @@ LossFn = Callable[..., tuple[jax.Array, dict]]
 def _split(models: Sequence[nnx.Module]):
   """(graphdef, stacked params, stacked other state) of same-shape models."""
   parts = [nnx.split(m, nnx.Param, ...) for m in models]
-  stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
+  def stack(trees):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
   return parts[0][0], stack([p for _, p, _ in parts]), stack(
       [r for _, _, r in parts])
 
@@ -84,7 +85,8 @@ def fit(loss_fn: LossFn, models: nnx.Module | Sequence[nnx.Module],
     loss_fn: ``(model, rows [batch_size] int32, key, data, hparams) ->
       (loss, terms)``.
     models: one flax.nnx model, or a list of models of one structure
-      (restarts), trained together under ``vmap``, each from its own key.
+      (restarts), trained together under ``vmap``; restart ``i`` trains as
+      the single model would with ``key=jax.random.split(key, R)[i]``.
     data: a pytree of arrays the loss indexes with ``rows``.
     hparams: hashable hyperparameters handed to ``loss_fn``.
     key: PRNG key.
@@ -100,8 +102,10 @@ def fit(loss_fn: LossFn, models: nnx.Module | Sequence[nnx.Module],
   single = isinstance(models, nnx.Module)
   group = [models] if single else list(models)
   graphdef, params, rest = _split(group)
+  # Restart i of a group trains exactly as `fit(models[i], key=keys[i])`.
+  keys = key[None] if single else jax.random.split(key, len(group))
   params, rest, losses = _fit(
-      params, rest, jax.random.split(key, len(group)), data,
+      params, rest, keys, data,
       loss_fn=loss_fn, graphdef=graphdef, hparams=hparams,
       num_examples=int(num_examples), num_steps=int(num_steps),
       batch_size=int(min(batch_size, num_examples)),

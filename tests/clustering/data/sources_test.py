@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 from clustering import data
 from clustering.data import pipeline
 
-MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..",
+MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
                          "shared", "data", "mnist_test")
 
 
@@ -41,6 +41,22 @@ def test_idx_falls_back_to_the_test_files_when_no_train_split():
   ds = data.load(cfg(name="idx", path=MNIST_DIR), num_clusters=10)
   assert ds.num_examples == 10_000 and ds.example_shape == (28, 28, 1)
   assert ds.name.endswith(":t10k")
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="no MNIST test set")
+def test_mnist_preset_source_reads_the_idx_test_split_of_data_path():
+  ds = data.load(cfg(name="mnist", path=MNIST_DIR, split="test"),
+                 num_clusters=10)
+  assert ds.num_examples == 10_000 and ds.name.endswith(":t10k")
+  with pytest.raises(ValueError, match="has no train-images"):
+    data.load(cfg(name="mnist", path=MNIST_DIR, split="train"),
+              num_clusters=10)
+
+
+def test_mnist_without_files_says_how_to_get_them(tmp_path):
+  with pytest.raises(ValueError, match=r"--config.data.path=DIR.*tfds build "
+                     "mnist"):
+    data.load(cfg(name="mnist", data_dir=str(tmp_path)), num_clusters=10)
 
 
 def test_idx_without_path_is_a_clear_error():

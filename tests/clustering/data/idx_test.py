@@ -6,7 +6,7 @@ import pytest
 
 from clustering.data import idx
 
-MNIST_TEST = pathlib.Path(__file__).resolve().parents[3] / "shared/data/mnist_test"
+MNIST_TEST = pathlib.Path(__file__).resolve().parents[4] / "shared/data/mnist_test"
 
 
 def _write(path, array, code):
