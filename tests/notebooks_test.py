@@ -7,6 +7,8 @@ import pytest
 
 from experiments import notebooks
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 PATHS = notebooks.notebook_paths()
 
 

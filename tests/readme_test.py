@@ -4,9 +4,12 @@ import pathlib
 import re
 import shlex
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_execute():
   snippets = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
   assert snippets

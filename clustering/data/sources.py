@@ -141,7 +141,7 @@ def _mnist(config, split):
         "directory with the MNIST-format IDX files (t10k-images-idx3-ubyte"
         "[.gz], t10k-labels-idx1-ubyte[.gz]), or prepare TFDS mnist once "
         "with network access: `tfds build mnist --file_format=array_record "
-        f"[--data_dir=DIR]` ({str(e).split(' (')[0]}).") from e
+        "[--data_dir=DIR]` and pass --config.data.data_dir=DIR.") from e
 
 
 def _npy(config):

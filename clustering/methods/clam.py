@@ -39,6 +39,7 @@ import numpy as np
 import objectives as O
 from clustering import models
 from clustering.methods import base
+from clustering.methods import mcr2
 from clustering.methods import spaces
 
 __all__ = ["Hparams", "clam_completion_loss", "memory_distances",
@@ -169,7 +170,7 @@ class ClAM(base.Method):
     if self.space == "tcr":
       z, _ = base.view_batch(functools.partial(model, train=True),
                              inputs.views)
-      space = spaces.tcr_loss(z, eps_sq=hp.eps_sq,
+      space = mcr2.tcr_loss(z, eps_sq=hp.eps_sq,
                               invariance_weight=hp.invariance_weight)
       if phase == "pretrain":
         return space

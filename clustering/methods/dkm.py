@@ -29,6 +29,7 @@ import numpy as np
 import objectives as O
 from clustering import models
 from clustering.methods import base
+from clustering.methods import mcr2
 from clustering.methods import spaces
 
 __all__ = ["Hparams", "dkm_loss", "DKM"]
@@ -46,7 +47,7 @@ def dkm_loss(z: jax.Array, prototypes: jax.Array, *, alpha,
     kmeans_weight: DKM's ``lambda``.
     space: ``(loss, terms)`` of the term that learns the space
       (:func:`~clustering.methods.spaces.reconstruction_loss` in DKM,
-      :func:`~clustering.methods.spaces.tcr_loss`), added as it is.
+      :func:`~clustering.methods.mcr2.tcr_loss`), added as it is.
 
   Returns:
     ``(loss, {**space terms, 'soft_kmeans', 'alpha'})``.
@@ -122,7 +123,7 @@ class DKM(base.Method):
     if self.tcr:
       z, _ = base.view_batch(functools.partial(model, train=True),
                              inputs.views)
-      space = spaces.tcr_loss(z, eps_sq=hp.eps_sq,
+      space = mcr2.tcr_loss(z, eps_sq=hp.eps_sq,
                               invariance_weight=hp.invariance_weight)
       z = models.l2_normalize(jnp.mean(z, axis=0))
     else:

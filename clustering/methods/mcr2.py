@@ -36,13 +36,29 @@ import objectives as O
 from clustering import models
 from clustering.algorithms import spectral
 from clustering.methods import base
-from clustering.methods.spaces import tcr_loss
 
 __all__ = ["Hparams", "mlc_loss", "tcr_loss", "Membership",
            "evaluation_membership", "assign", "estimate_num_clusters",
            "init_cluster_head", "MCR2"]
 
 DIFFERENTIATION = ("cpp", "unroll", "implicit")
+
+
+def tcr_loss(z_views: jax.Array, *, eps_sq: float,
+             invariance_weight: float) -> tuple[jax.Array, dict]:
+  """MLC's warm-up: ``-R(mean_v Z_v) - lambda mean cos(Z_v, Z_w)``.
+
+  Args:
+    z_views: ``[V, B, z]`` unit-norm embeddings of ``V >= 2`` views.
+    eps_sq: squared distortion of ``R``.
+    invariance_weight: ``lambda``.
+
+  Returns:
+    ``(loss, {'tcr': loss})``.
+  """
+  loss = O.total_coding_rate_loss(z_views, eps_sq=eps_sq,
+                                  invariance_weight=invariance_weight)
+  return loss, {"tcr": loss}
 
 
 def mlc_loss(z_views: jax.Array, c_views: jax.Array, *, eps_sq: float,

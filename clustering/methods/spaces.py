@@ -3,8 +3,8 @@
 * ``'autoencoder'`` (their papers): an MLP autoencoder trained on
   reconstruction, :func:`reconstruction_loss`;
 * ``'tcr'``: a backbone and a unit-norm head trained as MLC trains its
-  features, by the self-supervised total coding rate on augmented views,
-  :func:`tcr_loss` (also MLC/CPP's warm-up);
+  features, by the self-supervised total coding rate on augmented views
+  (MLC/CPP's warm-up, :func:`clustering.methods.mcr2.tcr_loss`);
 * ``'identity'`` (ClAM only): the (standardised) inputs themselves.
 """
 
@@ -15,27 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import objectives as O
 from clustering import models
 
 REPRESENTATIONS = ("autoencoder", "tcr")
-
-
-def tcr_loss(z_views: jax.Array, *, eps_sq: float,
-             invariance_weight: float) -> tuple[jax.Array, dict]:
-  """MLC's warm-up: ``-R(mean_v Z_v) - lambda mean cos(Z_v, Z_w)``.
-
-  Args:
-    z_views: ``[V, B, z]`` unit-norm embeddings of ``V >= 2`` views.
-    eps_sq: squared distortion of ``R``.
-    invariance_weight: ``lambda``.
-
-  Returns:
-    ``(loss, {'tcr': loss})``.
-  """
-  loss = O.total_coding_rate_loss(z_views, eps_sq=eps_sq,
-                                  invariance_weight=invariance_weight)
-  return loss, {"tcr": loss}
 
 
 def reconstruction_loss(x: jax.Array, reconstruction: jax.Array

@@ -1,6 +1,10 @@
 """benchmarks.estimators: rows, table and the skip when MNIST is absent."""
 
+import pytest
+
 from benchmarks import estimators
+
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
 
 def test_estimator_table_on_digits(tmp_path):

@@ -8,6 +8,8 @@ import pytest
 from benchmarks import quality
 from clustering.algorithms import metrics
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 
 def test_quick_leaderboard_on_digits(tmp_path):
   out = str(tmp_path)

@@ -13,6 +13,8 @@ import pytest
 
 from benchmarks import speed
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 MNIST = pathlib.Path(speed.DEFAULT_MNIST_DIR)
 
 

@@ -18,7 +18,7 @@ def enc(**kw):
 
 @pytest.mark.parametrize("name,shape,out", [
     ("identity", (5,), 5), ("mlp", (8, 8, 1), 8), ("cnn", (8, 8, 1), 8),
-    ("resnet18", (16, 16, 3), 64)])
+    pytest.param("resnet18", (16, 16, 3), 64, marks=pytest.mark.slow)])
 def test_encoders_map_batches_to_vectors(name, shape, out):
   model = models.make_encoder(enc(encoder=name), shape, rngs=nnx.Rngs(0))
   x = jnp.ones((3,) + shape)
@@ -35,6 +35,7 @@ def test_strided_cnn_stem_halves_the_first_feature_map():
   assert model(jnp.ones((2, 28, 28, 1)), train=True).shape == (2, 8)
 
 
+@pytest.mark.slow
 def test_resnet18_has_the_cifar_resnet18_parameter_count():
   model = models.ResNet18(3, width=64, rngs=nnx.Rngs(0))
   count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

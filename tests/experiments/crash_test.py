@@ -16,6 +16,8 @@ import pytest
 from configs import soft_kmeans
 from experiments import train
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # A quick run with room to be killed in: 120 steps, a checkpoint every 10.
 ARGS = ["--config=configs/soft_kmeans.py:quick",

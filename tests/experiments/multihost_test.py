@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT_S = 400
 

@@ -1,6 +1,10 @@
 """The README's main job, in a quick variant (few restarts and steps)."""
 
+import pytest
+
 from experiments import tour
+
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
 
 def test_tour_runs_and_reports_sane_numbers():

@@ -13,6 +13,8 @@ import pytest
 
 from experiments import train
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 METHODS = ("mcr2", "cpp", "swav", "soft_kmeans", "clam", "icon")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

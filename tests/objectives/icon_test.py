@@ -144,6 +144,7 @@ def test_label_kernel_singleton_row_is_empty_and_loss_finite():
   assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
+@pytest.mark.slow
 def test_gradients_jit_vmap_bfloat16():
   x = helpers.normal(11, (8, 3))
   logits = helpers.normal(12, (8, 3))

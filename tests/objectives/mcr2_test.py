@@ -163,6 +163,7 @@ def test_total_coding_rate_loss():
       expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients():
   z, pi = _data(9, n=10, d=3, k=2)
   helpers.check_grads_f64(lambda z, p: O.mcr2_loss(z, p, eps_sq=0.5), (z, pi))

@@ -15,6 +15,8 @@ import pytest
 
 import objectives as O
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
 HYPER = [1e-4, 1e-2, 1.0, 1e2, 1e4]

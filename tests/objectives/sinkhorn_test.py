@@ -111,6 +111,7 @@ def test_implicit_gradient_equals_unrolled_at_convergence():
   np.testing.assert_allclose(implicit_fixed, unrolled, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_gradients_check_grads():
   s = _scores(6, n=8, k=3)
   w = helpers.normal(7, s.shape)
@@ -127,6 +128,7 @@ def test_gradients_check_grads():
       atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_wrt_marginals_implicit_equals_unrolled():
   s = _scores(8, n=10, k=4)
   w = helpers.normal(9, s.shape)
@@ -168,7 +170,10 @@ def test_bfloat16_and_tiny_epsilon_are_finite():
   np.testing.assert_allclose(tiny.plan.sum(1), 1 / 60, rtol=2e-3)
 
 
-@pytest.mark.parametrize("eps", [0.5, 0.05, 3e-3, 1e-4])
+# The largest and smallest epsilon in the fast tier; all in the slow one.
+@pytest.mark.parametrize("eps", [0.5, pytest.param(0.05, marks=pytest.mark.slow),
+                                 pytest.param(3e-3, marks=pytest.mark.slow),
+                                 1e-4])
 @pytest.mark.parametrize("rho", [None, 1.0])
 def test_matrix_scaling_blocks_equal_log_domain(eps, rho):
   # Large scores make exp(L) overflow at the smaller epsilons, so the

@@ -11,6 +11,8 @@ from sklearn.utils import estimator_checks
 import clustering
 from clustering.algorithms import metrics
 
+pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
+
 
 def _quick(est):
   """The estimators with their iteration counts cut for sklearn's checks."""

@@ -95,7 +95,7 @@ def test_mlc_loss_one_view_has_no_agreement_term():
 
 def test_tcr_loss_matches_the_formula():
   views = unit(rng(2).normal(size=(2, 16, 6)))
-  loss, terms = spaces.tcr_loss(jnp.asarray(views, jnp.float32), eps_sq=0.2,
+  loss, terms = mcr2.tcr_loss(jnp.asarray(views, jnp.float32), eps_sq=0.2,
                                 invariance_weight=20.0)
   agreement = np.mean(np.sum(views[0] * views[1], axis=1))
   expected = -coding_rate(views.mean(0), 0.2) - 20.0 * agreement
