@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clustering import specs
+
 __all__ = ["ModelSpec", "MLP", "SmallCNN", "ResNet18", "Identity",
            "ProjectionHead", "make_encoder", "l2_normalize", "Embedding",
            "AutoEncoder", "PrototypeModel", "MCR2Model", "SwAVModel",
@@ -62,13 +64,7 @@ class ModelSpec:
 
   @classmethod
   def from_config(cls, config) -> "ModelSpec":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config.keys()) - fields)
-    if unknown:
-      raise ValueError(f"model.{unknown[0]} is not a model field; expected "
-                       f"some of {sorted(fields)}.")
-    return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-                  for k, v in config.items()})
+    return specs.from_config(cls, config, "model")
 
   def __post_init__(self):
     if self.encoder not in ENCODERS:

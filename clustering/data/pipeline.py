@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clustering import specs
 from clustering.algorithms import neighbors as neighbors_lib
 
 __all__ = ["index_dataset", "batch_indices", "partner_indices",
@@ -170,14 +171,7 @@ class AugmentSpec:
 
   @classmethod
   def from_config(cls, config) -> "AugmentSpec":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config.keys()) - fields)
-    if unknown:
-      raise ValueError(f"data.augment.{unknown[0]} is not an augmentation; "
-                       f"expected some of {sorted(fields)}.")
-    values = {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
-              for k, v in config.items()}
-    return cls(**values)
+    return specs.from_config(cls, config, "data.augment")
 
   def __post_init__(self):
     low, high = self.crop_scale

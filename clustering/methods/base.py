@@ -20,7 +20,6 @@ traced code, into the method's frozen :attr:`Method.Hparams` dataclass.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 from flax import nnx
@@ -28,12 +27,13 @@ import jax
 import numpy as np
 
 from clustering import models
+from clustering import specs
 from clustering.algorithms.kmeans import kmeans as fit_kmeans
 from clustering.data.pipeline import Inputs
 from clustering.data.pipeline import InputSpec
 
-__all__ = ["Phase", "Method", "hparams_from_config", "Inputs", "InputSpec",
-           "init_prototypes"]
+__all__ = ["Phase", "Method", "Inputs", "InputSpec", "init_prototypes",
+           "view_batch"]
 
 
 class Phase(NamedTuple):
@@ -48,24 +48,6 @@ class Phase(NamedTuple):
   name: str
   first_step: int
   needs_features: bool = False
-
-
-def hparams_from_config(cls, section, where: str = "objective"):
-  """``cls(**section)`` for a frozen dataclass ``cls``, naming unknown and
-  missing fields (``ValueError``) instead of silently using defaults."""
-  fields = {f.name for f in dataclasses.fields(cls)}
-  given = dict(section.items()) if section is not None else {}
-  unknown = sorted(set(given) - fields)
-  if unknown:
-    raise ValueError(f"{where}.{unknown[0]} is not a hyperparameter of this "
-                     f"method; expected {sorted(fields)}.")
-  missing = sorted(f.name for f in dataclasses.fields(cls)
-                   if f.name not in given
-                   and f.default is dataclasses.MISSING)
-  if missing:
-    raise ValueError(f"{where}.{missing[0]} is missing from the config.")
-  return cls(**{k: (tuple(v) if isinstance(v, list) else v)
-                for k, v in given.items()})
 
 
 def choice(value, name: str, options) -> None:
@@ -109,7 +91,7 @@ class Method:
   def from_config(cls, config) -> "Method":
     """Reads ``config.objective`` and ``config.model`` once (``ValueError``
     for an unknown, missing or out-of-range field)."""
-    hp = hparams_from_config(cls.Hparams, config.objective)
+    hp = specs.from_config(cls.Hparams, config.objective, "objective")
     return cls(hp, num_clusters=config.num_clusters,
                model=models.ModelSpec.from_config(config.model),
                seed=config.seed)

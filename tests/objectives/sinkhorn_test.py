@@ -23,18 +23,6 @@ def _ott(scores, epsilon, a=None, b=None, tau_a=1.0, tau_b=1.0, **kw):
   return ott_sinkhorn.Sinkhorn(**kw)(prob)
 
 
-def _numpy_swav(scores, eps, iters):
-  q = np.exp(np.float64(scores) / eps).T  # [k, B] as in SwAV
-  q /= q.sum()
-  k, b = q.shape
-  for _ in range(iters):
-    q /= q.sum(axis=1, keepdims=True)
-    q /= k
-    q /= q.sum(axis=0, keepdims=True)
-    q /= b
-  return (q * b).T
-
-
 def test_fixed_iterations_equal_ott_plan():
   s = _scores(0)
   for eps in (0.05, 0.2):
@@ -78,7 +66,7 @@ def test_unbalanced_matches_ott():
 def test_swav_codes_equal_swav_reference():
   s = _scores(3, n=64, k=10)
   codes = O.swav_codes(s, epsilon=0.05, num_iters=3)
-  np.testing.assert_allclose(codes, _numpy_swav(s, 0.05, 3), rtol=2e-4,
+  np.testing.assert_allclose(codes, helpers.swav_sinkhorn_reference(s, 0.05, 3), rtol=2e-4,
                              atol=1e-6)
   np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-4)
   grad = jax.grad(lambda s: jnp.sum(O.swav_codes(s) * np.arange(10.0)))(s)

@@ -28,8 +28,7 @@ def test_unknown_missing_and_bad_hyperparameters_are_named():
   config = mcr2_config.get_config()
   with config.unlocked():
     config.objective.etaa = 0.1
-  with pytest.raises(ValueError, match="objective.etaa is not a "
-                     "hyperparameter"):
+  with pytest.raises(ValueError, match="objective.etaa is not a field"):
     methods.get("mcr2").from_config(config)
   config = mcr2_config.get_config()
   del config.objective["eta"]
@@ -38,6 +37,10 @@ def test_unknown_missing_and_bad_hyperparameters_are_named():
   config = mcr2_config.get_config()
   config.objective.differentiation = "backprop"
   with pytest.raises(ValueError, match="objective.differentiation"):
+    methods.get("mcr2").from_config(config)
+  config = mcr2_config.get_config()
+  config.model.encoder = "vit"
+  with pytest.raises(ValueError, match="Unknown model.encoder 'vit'"):
     methods.get("mcr2").from_config(config)
   config = clam_config.get_config()
   config.model.encoder = "resnet18"

@@ -17,6 +17,7 @@ from clustering.methods import icon
 from clustering.methods import mcr2
 from clustering.methods import spaces
 from clustering.methods import swav
+from tests.objectives import helpers
 
 
 def unit(x):
@@ -103,19 +104,6 @@ def test_tcr_loss_matches_the_formula():
   assert float(terms["tcr"]) == float(loss)
 
 
-def swav_distributed_sinkhorn(scores, eps, iters):
-  """SwAV's distributed_sinkhorn on one device, as its repo writes it."""
-  q = np.exp(scores / eps).T  # [k, B]
-  q /= q.sum()
-  k, b = q.shape
-  for _ in range(iters):
-    q /= q.sum(axis=1, keepdims=True)
-    q /= k
-    q /= q.sum(axis=0, keepdims=True)
-    q /= b
-  return (q * b).T
-
-
 def test_swav_loss_matches_the_formula():
   r = rng(3)
   z = unit(r.normal(size=(2, 20, 6)))
@@ -124,7 +112,7 @@ def test_swav_loss_matches_the_formula():
   loss, terms = swav.swav_loss(jnp.asarray(scores, jnp.float32),
                                epsilon=0.05, sinkhorn_iters=3,
                                temperature=0.1)
-  q = [swav_distributed_sinkhorn(s, 0.05, 3) for s in scores]
+  q = [helpers.swav_sinkhorn_reference(s, 0.05, 3) for s in scores]
   log_p = [np.log(softmax(s / 0.1, axis=1)) for s in scores]
   expected = -0.5 * np.mean(np.sum(q[0] * log_p[1], 1)
                             + np.sum(q[1] * log_p[0], 1))
