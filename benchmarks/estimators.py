@@ -28,7 +28,10 @@ DEFAULT_MNIST_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
     "shared", "data", "mnist_test")
 OURS = ("KMeans", "SoftKMeans", "SinkhornKMeans", "ClAM", "MCR2Clustering",
-        "IConClustering")
+        "MCR2Clustering(learn_head=True)", "IConClustering")
+# Rows that are an estimator with non-default parameters.
+VARIANTS = {"MCR2Clustering(learn_head=True)": ("MCR2Clustering",
+                                                dict(learn_head=True))}
 REFERENCE = "sklearn KMeans(n_init=10)"
 
 
@@ -53,7 +56,8 @@ def make(name: str, k: int, seed: int, overrides: dict | None = None):
     return cluster.KMeans(k, random_state=seed)
   if name == REFERENCE:
     return cluster.KMeans(k, n_init=10, random_state=seed)
-  est = getattr(E, name)(n_clusters=k, random_state=seed)
+  cls, params = VARIANTS.get(name, (name, {}))
+  est = getattr(E, cls)(n_clusters=k, random_state=seed, **params)
   return est.set_params(**(overrides or {}).get(name, {}))
 
 
