@@ -7,22 +7,54 @@ exact batches an uninterrupted one would.
 
 Crash safety: orbax writes each checkpoint into a temporary folder and
 renames it when complete, so a process killed mid-save leaves no checkpoint
-that :meth:`Checkpointer.steps` lists. If the newest listed checkpoint still
-cannot be read (a damaged disk, files removed by hand),
-:meth:`Checkpointer.restore_latest` says so, deletes it and falls back to
-the previous one.
+that :meth:`Checkpointer.steps` lists.
+
+Nothing here deletes a checkpoint because it failed to load. When the
+newest checkpoints are damaged (files truncated, missing or garbled: a bad
+disk, a stray ``rm``) and an older one reads, the damaged ones are moved to
+``<directory>_damaged/`` (named in the log) and the older one is used. Any
+other failure (out of memory, an I/O or permission error, every checkpoint
+unreadable) raises :class:`CheckpointError` with the directory as it was.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "CheckpointError"]
+
+# Messages of errors that are not about the files' content (tensorstore
+# reports these through ValueError too).
+_TRANSIENT = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED",
+              "PERMISSION_DENIED", "ABORTED", "CANCELLED", "INTERNAL")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be restored; nothing was changed on disk."""
+
+
+def _is_damage(error: BaseException) -> bool:
+  """Whether ``error`` says the checkpoint's files are damaged (truncated,
+  missing or garbled), as opposed to the machine failing to read them."""
+  if isinstance(error, FileNotFoundError):
+    return True
+  if isinstance(error, (MemoryError, OSError)):
+    return False
+  if any(code in str(error) for code in _TRANSIENT):
+    return False
+  return isinstance(error, (ValueError, KeyError, EOFError))
+
+
+def _describe(error: BaseException) -> str:
+  lines = str(error).strip().splitlines() or [""]
+  return f"{type(error).__name__}: {lines[0][:300]}"
 
 
 class Checkpointer:
@@ -63,26 +95,49 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state: Any
                      ) -> tuple[int, Any, dict] | None:
-    """``(step, state, meta)`` of the newest readable checkpoint, or None.
+    """``(step, state, meta)`` of the newest readable checkpoint, or None
+    when there is none.
 
-    An unreadable checkpoint is logged, deleted (so a later save of the
-    same step is not refused) and skipped for the one before it.
+    Damaged checkpoints newer than a readable one are moved aside (see the
+    module doc). Raises :class:`CheckpointError`, changing nothing, on any
+    other error or when no checkpoint can be read.
     """
     steps = self.steps()
-    for i, step in enumerate(reversed(steps)):
+    damaged = []
+    for step in reversed(steps):
       try:
         state, meta = self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        older = steps[-i - 2] if i + 1 < len(steps) else None
-        logging.warning(
-            "Checkpoint at step %d in %s is unreadable (%s: %s); %s.", step,
-            self.directory, type(e).__name__, str(e).splitlines()[0][:300],
-            f"falling back to step {older}" if older is not None
-            else "no older checkpoint, starting from scratch")
-        self._manager.delete(step)
+        if not _is_damage(e):
+          raise CheckpointError(
+              f"Restoring the checkpoint at step {step} in {self.directory} "
+              f"failed ({_describe(e)}); nothing was changed: fix the cause "
+              "and run the same command again.") from e
+        damaged.append((step, e))
         continue
+      for bad_step, error in damaged:
+        self._move_aside(bad_step, error, fallback=step)
       return step, state, meta
+    if damaged:
+      raise CheckpointError(
+          f"No checkpoint in {self.directory} can be read ("
+          + "; ".join(f"step {s}: {_describe(e)}" for s, e in damaged)
+          + "); nothing was changed. Move the directory away to start "
+          "from scratch.") from damaged[0][1]
     return None
+
+  def _move_aside(self, step: int, error: BaseException, *, fallback: int):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = os.path.join(f"{self.directory}_damaged", f"{step}-{stamp}")
+    if jax.process_index() == 0:  # one process moves; all see it after
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"moved aside {step}")
+    self._manager.reload()
+    logging.warning(
+        "The checkpoint at step %d is damaged (%s): moved to %s; resuming "
+        "from step %d.", step, _describe(error), target, fallback)
 
   def close(self):
     self._manager.wait_until_finished()

@@ -6,19 +6,19 @@ r"""Trains a clustering method: the project's main job.
 
 Every config runs on the embedded digits data by default (no network). The
 workdir defaults to a fresh folder under ./runs/; pointing --workdir at an
-existing run resumes it from its last checkpoint.
+existing run resumes it from its last checkpoint (with the same config).
 
-Exit status: 0 done; 2 a bad config or dataset (one line on stderr, before
-anything is compiled); 1 a NaN/Inf loss (``train.nonfinite='stop'``);
+Exit status: 0 done; 2 a bad config or dataset, or a workdir that holds
+another run or is being written by another process (one line on stderr,
+before anything is compiled or written); 1 a NaN/Inf loss
+(``train.nonfinite='stop'``) or a checkpoint that cannot be restored;
 143 (130 for Ctrl-C) stopped by SIGTERM with a checkpoint saved: run the same
 command again to resume.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging as logging_std
-import os
 import sys
 
 from absl import app
@@ -27,20 +27,18 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from clustering import checkpoint as checkpoint_lib
 from experiments import train
 from experiments import trainer
+from experiments import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config file, e.g. configs/mcr2.py[:quick].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output directory (default: runs/<method>-<time>).")
+    "workdir", None,
+    "Output directory (default: a new runs/<method>-<date>-<time>-<random>).")
 flags.mark_flags_as_required(["config"])
-
-
-def default_workdir(method: str) -> str:
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  return os.path.join("runs", f"{method}-{stamp}")
 
 
 class _QuietOrbax(logging_std.Filter):
@@ -57,7 +55,13 @@ def main(argv):
   config = _CONFIG.value
   # Before anything touches a device: joins the other processes, if any.
   trainer.initialize_distributed(config)
-  workdir = _WORKDIR.value or default_workdir(config.method or "run")
+  workdir = _WORKDIR.value
+  if not workdir:
+    if jax.process_count() > 1:  # each process would invent its own name
+      print("error: a multi-process run needs --workdir (a folder every "
+            "process can reach).", file=sys.stderr)
+      sys.exit(2)
+    workdir = workdir_lib.new_workdir(config.method or "run")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())
   logging.info("JAX %s on %s: %d process(es), %d device(s): %s",
@@ -66,10 +70,14 @@ def main(argv):
   logging.info("workdir: %s\nconfig:\n%s", workdir, config)
   try:
     results = train.train_and_evaluate(config, workdir)
-  except train.SetupError as e:
-    # A config or data problem, found before anything was compiled.
+  except (train.SetupError, workdir_lib.WorkdirError) as e:
+    # A config, data or workdir problem, found before anything was compiled
+    # or written.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except checkpoint_lib.CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   except train.NonFiniteLoss as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

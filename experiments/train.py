@@ -20,8 +20,10 @@ Failure handling (:class:`Session`, the loop's one exit path):
 
 * killed at any moment (SIGKILL included, during a save too): the next run
   resumes from the last complete checkpoint (orbax renames a checkpoint
-  into place only once it is complete); an unreadable newest checkpoint is
-  reported and the previous one is used;
+  into place only once it is complete); a damaged newest checkpoint is
+  moved aside (to ``checkpoints_damaged/``, named in the log) and the
+  previous one is used; any other restore failure raises
+  ``checkpoint.CheckpointError`` with the workdir as it was;
 * SIGTERM (what a TPU VM preemption or ``scancel`` sends) and Ctrl-C: the
   loop finishes the current step, saves a checkpoint and raises
   :class:`Preempted` (``experiments.main`` exits with status 143);
@@ -30,7 +32,11 @@ Failure handling (:class:`Session`, the loop's one exit path):
   ``train.nonfinite='stop'`` training stops with :class:`NonFiniteLoss`
   naming the step and the loss terms; with ``'skip'`` it goes on;
 * a config or data problem raises :class:`SetupError` before anything is
-  compiled (``experiments.main`` prints it as one line and exits with 2).
+  compiled (``experiments.main`` prints it as one line and exits with 2);
+* the workdir belongs to one run (:mod:`experiments.workdir`): its config
+  is stored as ``config.json``, a command with a config that would make
+  another run, or a second process writing the same workdir, raises
+  ``workdir.WorkdirError`` before anything in it is touched (exit 2).
 
 The loop knows nothing of any method: the method (:mod:`clustering.methods`)
 says its phases, the inputs it needs and how it assigns clusters.
@@ -56,6 +62,7 @@ from clustering import methods
 from clustering.algorithms import metrics as metrics_lib
 from experiments import report
 from experiments import trainer as trainer_lib
+from experiments import workdir as workdir_lib
 
 _NONFINITE = ("stop", "skip")
 
@@ -149,12 +156,20 @@ class Run:
     return jax.process_index() == 0
 
 
-def setup(config, devices=None) -> Run:
-  """Validates the config (once), loads the data, mines neighbours, builds
-  the method's model and the trainer; ``SetupError`` for any problem."""
+def validated(config, devices=None) -> tuple[methods.Method, object]:
+  """``(method, mesh)``: the config checked once against the devices it
+  will run on; ``SetupError`` naming the field."""
   mesh = trainer_lib.make_mesh(devices)
   try:
-    method = validate_config(config, num_devices=mesh.size)
+    return validate_config(config, num_devices=mesh.size), mesh
+  except ValueError as e:
+    raise SetupError(str(e)) from e
+
+
+def setup(config, method: methods.Method, mesh) -> Run:
+  """Loads the data, mines neighbours, builds the method's model and the
+  trainer for a validated config; ``SetupError`` for a data problem."""
+  try:
     train_ds = data_lib.load(config.data, num_clusters=config.num_clusters)
     eval_ds = (data_lib.load(config.data, num_clusters=config.num_clusters,
                              split=config.data.eval_split)
@@ -190,8 +205,12 @@ def _meta(config, run: Run, step: int) -> dict:
 def restore(run: Run, ckpt: checkpoint_lib.Checkpointer) -> int:
   """Restores the latest checkpoint into ``run.trainer``; returns its step
   (0 without one). A checkpoint of another input order is a SetupError."""
-  restored = ckpt.restore_latest(
-      checkpoint_lib.abstract_like(run.trainer.state))
+  try:
+    restored = ckpt.restore_latest(
+        checkpoint_lib.abstract_like(run.trainer.state))
+  except checkpoint_lib.CheckpointError:
+    ckpt.close()
+    raise
   if restored is None:
     return 0
   step, state, saved = restored
@@ -389,29 +408,44 @@ def train_and_evaluate(config, workdir: str, *,
     The dict written to ``results.json``.
   """
   t_start = time.perf_counter()
-  run = setup(config, devices)
-  os.makedirs(workdir, exist_ok=True)  # only once the config is known good
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     every=config.train.checkpoint_every)
-  start_step = restore(run, ckpt)
-  writer = report.MetricsWriter(workdir, enabled=run.is_main,
-                                resume_step=start_step)
-  num_steps = config.train.num_steps
-  with Session(run, ckpt, writer, start_step=start_step,
-               show_progress=show_progress) as session:
-    for step in range(start_step, num_steps):
-      phase = _phase_at(run.method.phases, step)
-      if step == phase.first_step:
-        run.trainer.start_phase(phase, run.train_ds)
-      session.record(phase.name,
-                     run.trainer.train_step(phase.name, *run.batches(step)))
-      if on_step is not None:
-        on_step(step + 1)
-      session.checkpoint_or_stop()
-      if (step + 1) % config.train.eval_every == 0 and step + 1 < num_steps:
-        ev = evaluate(run, run.eval_ds)
-        writer.write_scalars(step + 1, ev["scores"], group="eval")
-        logging.info("step %d eval: %s", step + 1, ev["scores"])
+  method, mesh = validated(config, devices)
+  # Claimed before anything reads or writes it: one run, one writer.
+  with workdir_lib.Workdir(workdir, config,
+                           is_main=jax.process_index() == 0):
+    run = setup(config, method, mesh)
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       every=config.train.checkpoint_every)
+    start_step = restore(run, ckpt)
+    writer = report.MetricsWriter(workdir, enabled=run.is_main,
+                                  resume_step=start_step)
+    with Session(run, ckpt, writer, start_step=start_step,
+                 show_progress=show_progress) as session:
+      for step in range(start_step, config.train.num_steps):
+        phase = _phase_at(run.method.phases, step)
+        if step == phase.first_step:
+          run.trainer.start_phase(phase, run.train_ds)
+        session.record(phase.name,
+                       run.trainer.train_step(phase.name, *run.batches(step)))
+        if on_step is not None:
+          on_step(step + 1)
+        session.checkpoint_or_stop()
+        if (step + 1) % config.train.eval_every == 0 and (
+            step + 1 < config.train.num_steps):
+          ev = evaluate(run, run.eval_ds)
+          writer.write_scalars(step + 1, ev["scores"], group="eval")
+          logging.info("step %d eval: %s", step + 1, ev["scores"])
+    results = _report(run, session, writer, workdir, start_step=start_step,
+                      t_start=t_start)
+  logging.info("results: %s", {k: results[k] for k in (
+      "acc", "nmi", "ari", "silhouette", "seconds")})
+  return results
+
+
+def _report(run: Run, session: Session, writer: report.MetricsWriter,
+            workdir: str, *, start_step: int, t_start: float) -> dict:
+  """The final evaluation, written to ``results.json``, predictions and
+  plots (by the main process); returns the results."""
+  config, num_steps = run.config, run.config.train.num_steps
   ev = evaluate(run, run.eval_ds, final=True)
   results = dict(
       ev["scores"], **ev["info"],
@@ -428,8 +462,6 @@ def train_and_evaluate(config, workdir: str, *,
   writer.close()
   if run.is_main:
     _write_outputs(workdir, run, results, ev, writer.read())
-  logging.info("results: %s", {k: results[k] for k in (
-      "acc", "nmi", "ari", "silhouette", "seconds")})
   return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pathlib
 
 import numpy as np
@@ -11,8 +12,33 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
            0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path) -> np.ndarray:
+# A gzip stream cannot expand by more than about 1032x (deflate's limit); a
+# header that claims more than that is not an honest file (a gzip bomb).
+_MAX_GZIP_RATIO = 1100
+
+
+def check_fits_in_memory(nbytes: int, path) -> None:
+  """``ValueError`` naming ``path`` when ``nbytes`` exceed this machine's
+  physical memory (checked before allocating, not by failing to)."""
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):  # not POSIX: no check
+    return
+  if nbytes > memory:
+    raise ValueError(f"{path} would need {nbytes / 2**30:.1f} GiB, more than "
+                     f"this machine's {memory / 2**30:.1f} GiB of memory.")
+
+
+def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
   """Reads one IDX file (optionally gzipped) into a NumPy array.
+
+  The header is checked against the file's size before the body is read,
+  so a header that claims more than the file holds allocates nothing.
+
+  Args:
+    path: the file.
+    ndim: the number of dimensions the file must have (3 for images, 1 for
+      labels), or None for any positive number.
 
   Raises:
     ValueError: if the file is not a well-formed IDX file, naming it.
@@ -21,24 +47,43 @@ def read_idx(path) -> np.ndarray:
   opener = gzip.open if path.suffix == ".gz" else open
   try:
     with opener(path, "rb") as f:
-      data = f.read()
+      magic = f.read(4)
+      if (len(magic) < 4 or magic[0] != 0 or magic[1] != 0
+          or magic[2] not in _DTYPES):
+        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+      if magic[3] == 0 or (ndim is not None and magic[3] != ndim):
+        raise ValueError(
+            f"{path} has {magic[3]} dimensions; expected "
+            f"{ndim if ndim is not None else 'at least 1'}.")
+      dims = f.read(4 * magic[3])
+      if len(dims) < 4 * magic[3]:
+        raise ValueError(f"{path} is truncated: header needs "
+                         f"{4 + 4 * magic[3]} bytes.")
+      shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big")
+                    for i in range(magic[3]))
+      dtype = np.dtype(_DTYPES[magic[2]])
+      body = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+      expected = 4 + len(dims) + body
+      on_disk = path.stat().st_size
+      if opener is open and on_disk != expected:
+        raise ValueError(f"{path} has {on_disk} bytes, expected {expected} "
+                         f"for shape {shape} of {dtype}.")
+      if opener is gzip.open and expected > _MAX_GZIP_RATIO * on_disk:
+        raise ValueError(
+            f"{path}: its header claims shape {shape} of {dtype} "
+            f"({expected} bytes), more than a {on_disk}-byte gzip file can "
+            "hold.")
+      check_fits_in_memory(body, path)
+      data = f.read(body + 1)  # one byte more shows trailing data
   except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
     raise ValueError(f"{path} could not be read ({type(e).__name__}: {e}); "
                      "is it a complete IDX file?") from e
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-    raise ValueError(f"{path} is not an IDX file (bad magic number).")
-  ndim = data[3]
-  header = 4 + 4 * ndim
-  if len(data) < header:
-    raise ValueError(f"{path} is truncated: header needs {header} bytes.")
-  shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")
-                for i in range(ndim))
-  dtype = np.dtype(_DTYPES[data[2]])
-  expected = header + int(np.prod(shape)) * dtype.itemsize
-  if len(data) != expected:
-    raise ValueError(f"{path} has {len(data)} bytes, expected {expected} for "
-                     f"shape {shape} of {dtype}.")
-  return np.frombuffer(data, dtype, offset=header).reshape(shape)
+  if len(data) != body:
+    raise ValueError(f"{path} holds {4 + len(dims) + len(data)}"
+                     f"{'+' if len(data) > body else ''} bytes once "
+                     f"decompressed, expected {expected} for shape {shape} "
+                     f"of {dtype}.")
+  return np.frombuffer(data, dtype).reshape(shape)
 
 
 def _find(directory: pathlib.Path, stem: str):
@@ -48,10 +93,10 @@ def _find(directory: pathlib.Path, stem: str):
   return None
 
 
-def has_split(directory, split: str) -> bool:
-  """Whether ``directory`` holds the image and label files of ``split``."""
+def split_files(directory, split: str) -> int:
+  """How many of ``split``'s two files (images, labels) ``directory`` holds."""
   directory = pathlib.Path(directory)
-  return all(_find(directory, f"{split}-{kind}") is not None
+  return sum(_find(directory, f"{split}-{kind}") is not None
              for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
 
 
@@ -71,8 +116,8 @@ def load_idx_dir(directory, split: str = "t10k"):
       raise ValueError(f"{directory} has no {stem}[.gz].")
     return path
 
-  images = read_idx(find(f"{split}-images-idx3-ubyte"))
-  labels = read_idx(find(f"{split}-labels-idx1-ubyte"))
+  images = read_idx(find(f"{split}-images-idx3-ubyte"), ndim=3)
+  labels = read_idx(find(f"{split}-labels-idx1-ubyte"), ndim=1)
   if images.shape[0] != labels.shape[0]:
     raise ValueError(f"{directory}: {images.shape[0]} images but "
                      f"{labels.shape[0]} labels.")

@@ -121,8 +121,11 @@ def _idx(config, split):
     raise ValueError(f"data.split={split!r}: an IDX directory has the splits "
                      f"{sorted(_IDX_SPLITS)}.")
   stem = _IDX_SPLITS[split or "train"]
-  if not split and not idx_lib.has_split(config.path, "train"):
-    stem = "t10k"  # only the test files are there (a test-set directory)
+  # A directory of test files only (as MNIST's test set ships) trains on
+  # them; a train split with a file missing is an error, never a reason to
+  # train on another split.
+  if not split and idx_lib.split_files(config.path, "train") == 0:
+    stem = "t10k"
   x, y = idx_lib.load_idx_dir(config.path, split=stem)
   side = int(round(np.sqrt(x.shape[1])))
   return from_arrays(f"idx:{os.path.basename(os.path.normpath(config.path))}:"
@@ -169,15 +172,40 @@ def _npy(config):
 
 
 def _open_array_file(path):
-  """``np.load`` with a clear error for a corrupt or non-NumPy file."""
+  """``np.load`` with a clear error for a corrupt or non-NumPy file; a
+  ``.npy`` is memory-mapped first, so a header that claims more than the
+  file holds fails before anything is allocated."""
   try:
-    return np.load(path, allow_pickle=False)
+    if zipfile.is_zipfile(path):
+      return np.load(path, allow_pickle=False)
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path} is not a readable .npy/.npz file "
-                     f"({type(e).__name__}: {e}).") from e
+                     f"({type(e).__name__}: {e})."
+                     ) from e
+  idx_lib.check_fits_in_memory(mapped.nbytes, path)
+  return np.array(mapped)
 
 
 def _read_member(archive, key, path):
+  """``archive[key]`` once its header agrees with the member's size."""
+  try:
+    info = archive.zip.getinfo(f"{key}.npy")
+    with archive.zip.open(info) as f:
+      read_header = (np.lib.format.read_array_header_1_0
+                     if np.lib.format.read_magic(f) == (1, 0) else
+                     np.lib.format.read_array_header_2_0)
+      shape, _, dtype = read_header(f)
+      nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+      if nbytes > info.file_size - f.tell():
+        raise ValueError(f"its header claims shape {shape} of {dtype} "
+                         f"({nbytes} bytes), the member holds "
+                         f"{info.file_size - f.tell()}")
+  except (ValueError, OSError, EOFError, KeyError,
+          zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: array {key!r} is corrupt "
+                     f"({type(e).__name__}: {e}).") from e
+  idx_lib.check_fits_in_memory(nbytes, path)
   try:
     return archive[key]
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from clustering import data as data_lib
 from configs import soft_kmeans
 from experiments import train
 
@@ -35,8 +36,11 @@ def _env():
 
 
 def _start(workdir, *extra):
+  # A --config in ``extra`` replaces ARGS' (absl takes each flag once).
+  configs = [e for e in extra if e.startswith("--config=")] or ARGS[:1]
+  extra = [e for e in extra if e not in configs]
   return subprocess.Popen(
-      [sys.executable, "-m", "experiments.main", *ARGS, *extra,
+      [sys.executable, "-m", "experiments.main", *configs, *ARGS[1:], *extra,
        f"--workdir={workdir}"], cwd=ROOT, env=_env(),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -151,7 +155,7 @@ def _quick(num_steps, **train_overrides):
   return config
 
 
-def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+def test_damaged_newest_checkpoint_is_moved_aside_for_the_previous(tmp_path):
   ref = train.train_and_evaluate(_quick(30), str(tmp_path / "ref"),
                                  show_progress=False, devices=_one_device())
   workdir = tmp_path / "run"
@@ -163,11 +167,16 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
   for f in (ckpts / "20" / "state").rglob("*"):
     if f.is_file() and "metadata" not in f.name:
       f.write_bytes(b"")
+  damaged_files = sorted(p.name for p in (ckpts / "20").rglob("*"))
   results = train.train_and_evaluate(_quick(30), str(workdir),
                                      show_progress=False,
                                      devices=_one_device())
   assert results["resumed_from"] == 10
   assert results["final_loss"] == ref["final_loss"]
+  # Moved aside whole, not deleted.
+  (moved,) = (workdir / "checkpoints_damaged").iterdir()
+  assert moved.name.startswith("20-")
+  assert sorted(p.name for p in moved.rglob("*")) == damaged_files
   np.testing.assert_array_equal(
       np.load(workdir / "predictions.npz")["features"],
       np.load(tmp_path / "ref" / "predictions.npz")["features"])
@@ -192,22 +201,30 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_checkpoints(
-    tmp_path):
+    tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(_quick(20), workdir, show_progress=False,
                            devices=_one_device())
-  diverging = _quick(40)
-  diverging.optimizer.learning_rate = 1e12
+  # From step 22 on, the batches hold NaNs (a bad shard, a broken decoder):
+  # the loss computed on device is NaN.
+  clean_batches = data_lib.TrainingBatches.__call__
+
+  def poisoned(self, step):
+    x, partners = clean_batches(self, step)
+    return (np.full_like(x, np.nan) if step >= 21 else x), partners
+
+  monkeypatch.setattr(data_lib.TrainingBatches, "__call__", poisoned)
   with pytest.raises(train.NonFiniteLoss,
-                     match=r"Step 2\d: the loss, gradient or updated parameters are "
-                     r"not finite \(.*param_norm=.*"
+                     match=r"Step 22: the loss, gradient or updated parameters "
+                     r"are not finite \(.*param_norm=.*"
                      r"last good checkpoint is step 20"):
-    train.train_and_evaluate(diverging, workdir, show_progress=False,
+    train.train_and_evaluate(_quick(40), workdir, show_progress=False,
                              devices=_one_device())
   ckpts = sorted(p.name for p in (pathlib.Path(workdir) / "checkpoints")
                  .iterdir())
   assert ckpts == ["10", "20"]
-  # Restarted without the bad setting, the run goes on from step 20.
+  # Restarted with good data, the run goes on from step 20.
+  monkeypatch.undo()
   results = train.train_and_evaluate(_quick(30), workdir, show_progress=False,
                                      devices=_one_device())
   assert results["resumed_from"] == 20 and np.isfinite(results["final_loss"])
@@ -255,3 +272,65 @@ def test_unknown_and_mistyped_config_fields_are_flag_errors(tmp_path):
   assert 'Did you mean "batch_size"' in err
   code, _, err = _run(tmp_path / "b", "--config.data.batch_size=lots")
   assert code != 0 and "lots" in err
+
+
+def _snapshot(workdir):
+  return {str(p.relative_to(workdir)): (p.read_bytes(), p.stat().st_mtime_ns)
+          for p in sorted(pathlib.Path(workdir).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--config.num_clusters=12"], "num_clusters: 10 -> 12"),
+    (["--config.model.z_dim=8"], "model.z_dim: 16 -> 8"),
+    (["--config=configs/clam.py:quick"], "method: 'soft_kmeans' -> 'clam'"),
+])
+def test_a_finished_run_is_never_overwritten_by_another_config(
+    reference, extra, named):
+  before = _snapshot(reference)
+  code, out, err = _run(reference, *extra)
+  assert code == 2, err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f"error: {reference} holds another run") and (
+      named in last), err
+  assert "Traceback" not in err and "Compiling" not in err
+  assert _snapshot(reference) == before  # checkpoints, metrics, results
+
+
+def test_a_second_writer_exits_at_once(reference):
+  from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  holder = workdir_lib.Workdir(str(reference), soft_kmeans.get_config("quick"))
+  with holder:  # this test process is the first writer
+    before = _snapshot(reference)
+    code, _, err = _run(reference)
+  assert code == 2, err
+  assert f"is being written by process {os.getpid()}" in err.splitlines()[-1]
+  assert _snapshot(reference) == before
+
+
+def test_a_full_disk_during_a_save_resumes_from_the_last_good_one(
+    tmp_path, monkeypatch):
+  ref = train.train_and_evaluate(_quick(30), str(tmp_path / "ref"),
+                                 show_progress=False, devices=_one_device())
+  workdir = tmp_path / "run"
+  from clustering import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  save = checkpoint_lib.Checkpointer.save
+
+  def full_disk_at_20(self, step, state, meta, force=False):
+    if step == 20:
+      raise OSError(28, "No space left on device")
+    return save(self, step, state, meta, force=force)
+
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", full_disk_at_20)
+  with pytest.raises(OSError, match="No space left"):
+    train.train_and_evaluate(_quick(30), str(workdir), show_progress=False,
+                             devices=_one_device())
+  monkeypatch.undo()
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10"]
+  results = train.train_and_evaluate(_quick(30), str(workdir),
+                                     show_progress=False,
+                                     devices=_one_device())
+  assert results["resumed_from"] == 10
+  assert results["final_loss"] == ref["final_loss"]
+  np.testing.assert_array_equal(
+      np.load(workdir / "predictions.npz")["features"],
+      np.load(tmp_path / "ref" / "predictions.npz")["features"])

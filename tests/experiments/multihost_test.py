@@ -28,8 +28,11 @@ def _free_port() -> int:
 
 
 def _command(workdir, *extra):
+  # A constant learning rate, so that the run may be extended (a workdir
+  # refuses a new length under a schedule that depends on it).
   return [sys.executable, "-m", "experiments.main",
-          "--config=configs/mcr2.py:quick", f"--workdir={workdir}", *extra]
+          "--config=configs/mcr2.py:quick", f"--workdir={workdir}",
+          "--config.optimizer.schedule=constant", *extra]
 
 
 def _env(num_devices):

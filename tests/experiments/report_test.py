@@ -72,3 +72,20 @@ def test_a_resumed_writer_drops_the_steps_it_will_redo(tmp_path):
   restarts = [e.step for e in events if e.session_log.status ==
               event_pb2.SessionLog.START]
   assert restarts[-1] == 3
+
+
+def test_the_embedding_plot_maps_a_seeded_subset_keeping_clusters_apart():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 5, 3000)
+  centres = 10.0 * np.eye(5, 16)
+  features = centres[labels] + rng.normal(size=(3000, 16))
+  xy, rows, how = report.embed_2d(features)
+  assert how == "t-SNE of 1,000 of 3,000" and xy.shape == (1000, 2)
+  assert np.all(np.diff(rows) > 0) and rows[-1] < 3000  # distinct rows
+  np.testing.assert_array_equal(rows, report.embed_2d(features)[1])  # seeded
+  # Each point's 10 nearest neighbours in the picture share its blob.
+  from sklearn import neighbors  # pylint: disable=g-import-not-at-top
+  knn = neighbors.KNeighborsClassifier(10).fit(xy, labels[rows])
+  assert knn.score(xy, labels[rows]) > 0.99
+  xy, rows, how = report.embed_2d(features[:50, :2])
+  assert how == "PCA" and len(rows) == 50

@@ -48,5 +48,44 @@ def test_corrupt_gzip_and_truncated_files_name_the_file(tmp_path):
     idx.read_idx(tmp_path / "notgzip.gz")
   with gzip.open(tmp_path / "short.gz", "wb") as f:
     f.write(bytes([0, 0, 0x08, 3]) + (3).to_bytes(4, "big") * 3 + b"\0" * 5)
-  with pytest.raises(ValueError, match=r"short\.gz has 21 bytes, expected 43"):
+  with pytest.raises(ValueError, match=r"short\.gz holds 21 bytes once decompressed, expected 43"):
     idx.read_idx(tmp_path / "short.gz")
+
+
+def test_a_header_that_claims_more_than_the_file_allocates_nothing(tmp_path):
+  # 10^4 x 10^4 x 10^4 bytes claimed by a 17-byte file.
+  header = bytes([0, 0, 0x08, 3]) + (10_000).to_bytes(4, "big") * 3
+  (tmp_path / "huge").write_bytes(header + b"\0")
+  with pytest.raises(ValueError, match=r"huge has 17 bytes, expected "
+                     r"1000000000016 for shape \(10000, 10000, 10000\)"):
+    idx.read_idx(tmp_path / "huge")
+  with gzip.open(tmp_path / "huge.gz", "wb") as f:
+    f.write(header)
+  with pytest.raises(ValueError, match=r"more than a \d+-byte gzip file can "
+                     "hold"):
+    idx.read_idx(tmp_path / "huge.gz")
+
+
+def test_a_gzip_bomb_is_not_decompressed_past_its_header(tmp_path):
+  # The header says 8 bytes; the stream would inflate to 200 MB of zeros.
+  with gzip.open(tmp_path / "bomb.gz", "wb") as f:
+    f.write(bytes([0, 0, 0x08, 1]) + (8).to_bytes(4, "big"))
+    for _ in range(200):
+      f.write(b"\0" * 2**20)
+  with pytest.raises(ValueError, match=r"bomb\.gz holds 17\+ bytes once "
+                     r"decompressed, expected 16"):
+    idx.read_idx(tmp_path / "bomb.gz")
+
+
+@pytest.mark.parametrize("dims, expected", [(0, 3), (2, 3)])
+def test_wrong_number_of_dimensions_is_named(tmp_path, dims, expected):
+  header = bytes([0, 0, 0x08, dims]) + (2).to_bytes(4, "big") * dims
+  (tmp_path / "t10k-images-idx3-ubyte").write_bytes(header + b"\0" * 2**dims)
+  _write(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2], np.uint8),
+         0x08)
+  with pytest.raises(ValueError, match=f"has {dims} dimensions; expected "
+                     f"{expected}"):
+    idx.load_idx_dir(tmp_path)
+  with pytest.raises(ValueError, match="has 0 dimensions; expected at least"):
+    (tmp_path / "zero").write_bytes(bytes([0, 0, 0x08, 0]))
+    idx.read_idx(tmp_path / "zero")

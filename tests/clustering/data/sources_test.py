@@ -1,6 +1,7 @@
 """Data sources, the input order and on-device augmentation."""
 
 import os
+import zipfile
 import tempfile
 
 import jax
@@ -200,3 +201,55 @@ def test_truncated_npz_member_and_object_arrays_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match=r"obj\.npy is not a readable"):
     data.load(cfg(name="npy", path=str(tmp_path / "obj.npy")),
               num_clusters=2)
+
+
+def test_a_train_split_with_a_bad_or_missing_file_never_falls_back(tmp_path):
+  images = np.zeros((4, 28, 28), np.uint8)
+  for split in ("train", "t10k"):
+    _write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+    _write_idx(tmp_path / f"{split}-labels-idx1-ubyte",
+               np.arange(4, dtype=np.uint8))
+  ds = data.load(cfg(name="idx", path=str(tmp_path)), num_clusters=2)
+  assert ds.name.endswith(":train")
+  train_images = tmp_path / "train-images-idx3-ubyte"
+  train_images.write_bytes(train_images.read_bytes()[:-10])  # truncated
+  with pytest.raises(ValueError, match="train-images-idx3-ubyte has"):
+    data.load(cfg(name="idx", path=str(tmp_path)), num_clusters=2)
+  train_images.unlink()  # one of the two train files missing
+  with pytest.raises(ValueError, match="has no train-images"):
+    data.load(cfg(name="idx", path=str(tmp_path)), num_clusters=2)
+
+
+def _write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(s).to_bytes(4, "big") for s in array.shape)
+  path.write_bytes(header + array.tobytes())
+
+
+def test_array_headers_that_claim_more_than_the_file_allocate_nothing(
+    tmp_path):
+  # A 128-byte .npy whose header claims 10^12 x 2 float64 (14.6 TiB).
+  header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 2)))
+  header["shape"] = (10**12, 2)
+  with open(tmp_path / "huge.npy", "wb") as f:
+    np.lib.format.write_array_header_1_0(f, header)
+  with pytest.raises(ValueError, match=r"huge\.npy is not a readable"):
+    data.load(cfg(name="npy", path=str(tmp_path / "huge.npy")),
+              num_clusters=2)
+  # The same header as a member of an .npz.
+  with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+    z.writestr("features.npy", (tmp_path / "huge.npy").read_bytes())
+  with pytest.raises(ValueError, match=r"huge\.npz: array 'features' is "
+                     r"corrupt .*claims shape \(1000000000000, 2\)"):
+    data.load(cfg(name="npy", path=str(tmp_path / "huge.npz")),
+              num_clusters=2)
+
+
+def test_an_honest_file_larger_than_memory_is_refused_before_reading(
+    tmp_path, monkeypatch):
+  np.save(tmp_path / "f.npy", np.ones((64, 4), np.float32))
+  monkeypatch.setattr(os, "sysconf", lambda name: {
+      "SC_PAGE_SIZE": 4, "SC_PHYS_PAGES": 100}[name])  # 400 bytes
+  with pytest.raises(ValueError, match=r"f\.npy would need 0\.0 GiB, more "
+                     "than this machine's"):
+    data.load(cfg(name="npy", path=str(tmp_path / "f.npy")), num_clusters=2)
