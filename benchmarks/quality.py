@@ -25,8 +25,10 @@ Writes to ``--out``:
 * ``results.md``: mean ± std over seeds, and ``<dataset>.png`` bar charts
   of ACC/NMI per method;
 * ``<dataset>/runs/<method>/seed<s>/``: each deep run's workdir (metrics,
-  plots, checkpoints). A run whose ``results.json`` is already there is not
-  trained again, so an interrupted benchmark continues where it stopped.
+  plots, checkpoints, ``config.json``). A finished run of the same config
+  is not trained again and an interrupted one resumes, so an interrupted
+  benchmark continues where it stopped; a folder that holds a run of
+  another config (``--quick`` against a full run) is an error.
 
 MNIST-test is read from ``--mnist_dir`` (default ``../shared/data/mnist_test``
 next to the repository); it is skipped with a message when absent.
@@ -150,6 +152,18 @@ def _pixel_kmeans_silhouette(dataset, x, k, seed):
   return _PIXEL_SILHOUETTES[dataset, seed]
 
 
+def _same_run(workdir: str, config) -> bool:
+  """Whether ``workdir`` holds a run of ``config`` (its stored config.json
+  differs in no field that changes the run; ``--quick`` ones do)."""
+  from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return not workdir_lib.config_differences(stored, config)
+
+
 def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
             labels: np.ndarray, quick: bool, mnist_dir: str) -> dict:
   """Trains/fits one (method, dataset, seed); returns its results row."""
@@ -158,13 +172,13 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     from experiments import train  # pylint: disable=g-import-not-at-top
     workdir = os.path.join(out, dataset, "runs", method, f"seed{seed}")
     done = os.path.join(workdir, "results.json")
-    if os.path.exists(done):
+    config = method_config(method, dataset, mnist_dir=mnist_dir, seed=seed,
+                           quick=quick)
+    if os.path.exists(done) and _same_run(workdir, config):
       logging.info("%s/%s seed %d: reusing %s", dataset, method, seed, done)
       with open(done) as f:
         res = json.load(f)
-    else:
-      config = method_config(method, dataset, mnist_dir=mnist_dir, seed=seed,
-                             quick=quick)
+    else:  # resumes the run, or refuses a workdir of another config
       res = train.train_and_evaluate(config, workdir, show_progress=False)
     pred = np.load(os.path.join(workdir, "predictions.npz"))
     clusters = pred["cluster"]

@@ -34,9 +34,10 @@ def notebook_paths(names=None) -> list[str]:
   return paths
 
 
-def kernel_env(quick: bool) -> dict:
+def kernel_env(quick: bool, workdir: str | None = None) -> dict:
   """The kernel's environment: one CPU device unless the user set more
-  (the test suite's 8 fake devices are for its own process)."""
+  (the test suite's 8 fake devices are for its own process); ``workdir``
+  replaces the training notebook's ``runs/notebook_mcr2``."""
   env = dict(os.environ)
   flags_ = env.get("XLA_FLAGS", "")
   env["XLA_FLAGS"] = " ".join(
@@ -46,10 +47,14 @@ def kernel_env(quick: bool) -> dict:
     env["CLUSTERAX_NOTEBOOK_QUICK"] = "1"
   else:
     env.pop("CLUSTERAX_NOTEBOOK_QUICK", None)
+  env.pop("CLUSTERAX_NOTEBOOK_WORKDIR", None)
+  if workdir:
+    env["CLUSTERAX_NOTEBOOK_WORKDIR"] = workdir
   return env
 
 
-def execute(path: str, *, quick: bool = False, timeout: int = 900):
+def execute(path: str, *, quick: bool = False, workdir: str | None = None,
+            timeout: int = 900):
   """Runs one notebook; returns the executed notebook (nbformat node)."""
   import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
@@ -59,7 +64,7 @@ def execute(path: str, *, quick: bool = False, timeout: int = 900):
       resources={"metadata": {"path": ROOT}})
   old = dict(os.environ)
   os.environ.clear()
-  os.environ.update(kernel_env(quick))  # the kernel inherits this process's
+  os.environ.update(kernel_env(quick, workdir))  # the kernel inherits it
   try:
     client.execute()
   finally:

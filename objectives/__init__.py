@@ -2,9 +2,13 @@
 
 Every function takes arrays first and hyperparameters as keywords, validates
 shapes at trace time (raising ``ValueError`` that names the argument), works
-under ``jit``/``grad``/``vmap``, accumulates in at least float32, and, where
-the math has batch-level statistics, takes ``axis_name`` to compute the exact
-global-batch value inside ``shard_map``/``pmap``.
+under ``jit``/``grad``/``vmap`` and accumulates in at least float32. The
+losses and assignments whose math has batch-level statistics (soft k-means,
+Sinkhorn, MCR² and the membership, ClAM, ``icon_loss``) take ``axis_name``
+to compute the exact global-batch value inside ``shard_map``/``pmap``. The
+I-Con kernels and ``coding_length`` do not: they relate every pair of the
+rows they are given, so under ``shard_map`` all-gather the rows first (or
+call them under ``jax.jit`` on a sharded batch, which is always global).
 
 Inputs holding NaN/Inf raise ``ValueError`` when passed eagerly; inside
 ``jit`` wrap the function with :func:`checked` to get the same errors.

@@ -159,6 +159,44 @@ def _concrete(value):
     return None
 
 
+def concrete_array(x) -> np.ndarray | None:
+  """``x`` as a NumPy array when it has a value now (not under a trace)."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  return _concrete(x)
+
+
+def positive_entries(x: jax.Array, name: str) -> None:
+  """Raises if an array has an entry <= 0 (under :func:`checked` too)."""
+  if isinstance(x, jax.core.Tracer):
+    if _TRACED_CHECKS[0]:
+      checkify.check(jnp.all(x > 0), f"`{name}` must have positive entries.")
+    return
+  bad = np.asarray(x) <= 0
+  if bad.any():
+    raise ValueError(
+        f"`{name}` must have positive entries (a zero or negative mass has "
+        f"no transport plan); {int(bad.sum())} of {bad.size} are <= 0, the "
+        f"first at index {int(np.argmax(bad))}.")
+
+
+def ids_in_range(ids: jax.Array, name: str, count: int) -> None:
+  """Raises if integer ids fall outside ``[0, count)`` (one-hot would drop
+  them silently); under :func:`checked` too."""
+  if isinstance(ids, jax.core.Tracer):
+    if _TRACED_CHECKS[0]:
+      checkify.check(jnp.all((ids >= 0) & (ids < count)),
+                     f"`{name}` must be in [0, {count}).")
+    return
+  ids = np.asarray(ids).reshape(-1)
+  bad = (ids < 0) | (ids >= count)
+  if bad.any():
+    first = int(np.argmax(bad))
+    raise ValueError(
+        f"`{name}` must be in [0, num_clusters={count}); {int(bad.sum())} "
+        f"of {bad.size} are not, the first at index {first} ({ids[first]}).")
+
+
 def positive(value, name: str, *, allow_inf: bool = False) -> None:
   """Raises if a concrete `value` is not > 0 (and finite unless allowed)."""
   if isinstance(value, jax.core.Tracer):

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from objectives import _checks
 from objectives import _soft_kmeans
@@ -346,7 +347,8 @@ def mixture_kernel(*log_ps: jax.typing.ArrayLike,
 
   Args:
     *log_ps: ``[n, m]`` log-probabilities, all the same shape.
-    weights: mixture weights summing to 1 (default uniform).
+    weights: ``[s]`` mixture weights, ``>= 0`` and summing to 1 (default
+      uniform); other values are a ``ValueError`` when concrete.
 
   Returns:
     ``[n, m]`` log-probabilities.
@@ -371,6 +373,12 @@ def mixture_kernel(*log_ps: jax.typing.ArrayLike,
   if weights.shape != (len(arrays),):
     raise ValueError(f"`weights` must have shape ({len(arrays)},), got "
                      f"{weights.shape}.")
+  concrete = _checks.concrete_array(weights)
+  if concrete is not None and (np.any(~(concrete >= 0))
+                               or abs(concrete.sum() - 1.0) > 1e-5):
+    # Otherwise the mixture's rows are not distributions (or are NaN).
+    raise ValueError("`weights` must be >= 0 and sum to 1 (a mixture of "
+                     f"distributions); got {concrete.tolist()}.")
   stacked = jnp.stack(arrays)  # [s, n, m]
   return jax.nn.logsumexp(stacked, axis=0, b=weights[:, None, None])
 

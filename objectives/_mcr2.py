@@ -149,8 +149,9 @@ def coding_rate(z: jax.typing.ArrayLike,
   Args:
     z: ``[n, d]`` embeddings, rows are samples (L2-normalise them first, as
       MCR^2 assumes); the local shard under `axis_name`.
-    eps_sq: squared distortion ``eps^2 > 0`` (the reference repos' ``eps``).
-      Valid over ``[1e-6, 1e6]`` in float32.
+    eps_sq: squared distortion ``eps^2 > 0`` (the reference repos' ``eps``);
+      property-tested over ``[1e-4, 1e4]`` for unit rows (the module's valid
+      ranges).
     gamma: scale inside the logdet (``gamma_in`` of :func:`mcr2_loss`).
     axis_name: mapped axis; ``Z^T Z`` and ``n`` are then global.
 
@@ -435,7 +436,10 @@ def doubly_stochastic_membership(c: jax.typing.ArrayLike,
       of rows of ``Gamma``, ready for :func:`compression_rate`.
 
   Returns:
-    ``[n, n]`` (or ``[n_local, n]``) membership with unit row and column sums.
+    ``[n, n]`` (or ``[n_local, n]``) membership. Its row sums are 1; its
+    column sums are 1 to the tolerance for 'implicit' and for 'unroll' as
+    iterations grow, while 'cpp' ends on a row update after a few
+    half-steps, as CPP's code does, so its columns are only near 1.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -522,6 +526,7 @@ def coding_length(x: jax.typing.ArrayLike,
       raise ValueError("`num_clusters` is required when `labels` is traced.")
     num_clusters = int(jnp.max(labels)) + 1
   num_clusters = _checks.positive_int(num_clusters, "num_clusters")
+  _checks.ids_in_range(labels, "labels", num_clusters)
   n, d = x.shape
   onehot = jax.nn.one_hot(labels, num_clusters, dtype=x.dtype)
   counts = jnp.sum(onehot, axis=0)

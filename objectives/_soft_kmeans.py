@@ -183,15 +183,22 @@ def soft_kmeans_centroids(x: jax.typing.ArrayLike,
 
 def dkm_inverse_temperature(step: jax.typing.ArrayLike,
                             *,
-                            alpha_0: float = 0.1) -> jax.Array:
-  r"""DKM's annealed inverse temperature ``alpha_n``.
+                            alpha_0: float = 0.1,
+                            max_alpha: float = 1e4) -> jax.Array:
+  r"""DKM's annealed inverse temperature ``alpha_n``, capped at ``max_alpha``.
 
   ``alpha_0 = 0.1`` and ``alpha_n = 2^{1/\ln(n+1)^2} alpha_{n-1}``, i.e.
-  ``alpha_n = alpha_0 * 2^{sum_{m=1..n} 1/ln(m+1)^2}``.
+  ``alpha_n = alpha_0 * 2^{sum_{m=1..n} 1/ln(m+1)^2}``, until it reaches
+  ``max_alpha``, where it stays. The uncapped schedule grows without bound
+  (from ``alpha_0 = 0.1`` it passes 1e4, the smallest temperature this
+  module is tested at, at step 231, and float32's range at step 7,093); at
+  ``max_alpha`` the assignments are already hard to float32 precision for
+  any distances not within ``1e-4`` of each other.
 
   Args:
     step: ``n >= 0`` (scalar or array of ints).
-    alpha_0: initial inverse temperature.
+    alpha_0: initial inverse temperature, in ``(0, max_alpha]``.
+    max_alpha: the cap, in ``(0, 1e4]`` (temperature ``>= 1e-4``).
 
   Returns:
     ``alpha_n`` (float32); use ``temperature = 1 / alpha_n``.
@@ -203,12 +210,24 @@ def dkm_inverse_temperature(step: jax.typing.ArrayLike,
     >>> alpha = O.dkm_inverse_temperature(jnp.arange(4), alpha_0=0.1)
     >>> print(np.asarray(alpha).round(3))
     [0.1   0.423 0.752 1.078]
+    >>> print(O.dkm_inverse_temperature(10**9))
+    10000.0
   """
+  if not 0 < max_alpha <= 1e4:
+    raise ValueError(f"`max_alpha` must be in (0, 1e4]; got {max_alpha}.")
+  if isinstance(alpha_0, (int, float)) and not 0 < alpha_0 <= max_alpha:
+    raise ValueError(f"`alpha_0` must be in (0, max_alpha={max_alpha}]; got "
+                     f"{alpha_0}.")
   step = jnp.asarray(step)
-  # The exponent is a cumulative sum; a fixed horizon keeps it jittable.
+  # The exponent is a cumulative sum over a fixed horizon (jittable). By its
+  # end the exponent is ~120: the cap is reached long before for any
+  # alpha_0 >= 1e-30, so later steps are at the cap, not clipped.
   horizon = 10_000
   m = jnp.arange(1, horizon + 1, dtype=jnp.float32)
   exponents = jnp.concatenate(
       [jnp.zeros((1,), jnp.float32), jnp.cumsum(1.0 / jnp.log(m + 1.0) ** 2)])
-  idx = jnp.clip(step, 0, horizon)
-  return alpha_0 * jnp.exp2(exponents[idx])
+  exponent = exponents[jnp.clip(step, 0, horizon)]
+  # Bounded before exp2 (no inf for any alpha_0), one past the cap so that
+  # the min below lands on max_alpha exactly.
+  exponent = jnp.minimum(exponent, jnp.log2(max_alpha / alpha_0) + 1.0)
+  return jnp.minimum(alpha_0 * jnp.exp2(exponent), max_alpha)

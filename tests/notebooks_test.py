@@ -30,7 +30,7 @@ def test_there_are_three_notebooks_with_colab_install_cells():
 
 @pytest.mark.parametrize("path", PATHS, ids=os.path.basename)
 def test_notebook_executes_and_draws_its_figures(path, tmp_path):
-  nb = notebooks.execute(path, quick=True)
+  nb = notebooks.execute(path, quick=True, workdir=str(tmp_path / "run"))
   figures = notebooks.tagged_figures(nb)
   assert figures, "every notebook shows at least one key figure"
   for name, png in figures.items():
@@ -38,3 +38,5 @@ def test_notebook_executes_and_draws_its_figures(path, tmp_path):
   errors = [o for c in nb.cells if c.cell_type == "code"
             for o in c.get("outputs", []) if o.get("output_type") == "error"]
   assert not errors
+  if "train" in path:  # trained in the test's folder, not the repo's runs/
+    assert (tmp_path / "run" / "results.json").exists()

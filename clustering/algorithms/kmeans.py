@@ -212,6 +212,9 @@ def annealed_soft_kmeans(x: jax.typing.ArrayLike,
     raise ValueError(f"`num_clusters`={num_clusters} exceeds the number of "
                      f"samples n={x.shape[0]} in `x` {x.shape}.")
   validation.positive(alpha_0, "alpha_0")
+  if not alpha_0 <= 1e4:
+    raise ValueError(f"`alpha_0` must be <= 1e4 (the schedule's cap); got "
+                     f"{alpha_0}.")
   return _annealed(x, jax.random.PRNGKey(seed), jnp.asarray(alpha_0, x.dtype),
                    num_clusters=num_clusters,
                    n_init=validation.positive_int(n_init, "n_init"),

@@ -72,10 +72,10 @@ class Hparams:
   def __post_init__(self):
     base.choice(self.representation, "objective.representation",
                 spaces.REPRESENTATIONS)
-    if self.anneal_every < 1 or not self.alpha_0 > 0:
+    if self.anneal_every < 1 or not 0 < self.alpha_0 <= 1e4:
       raise ValueError("objective.anneal_every must be >= 1 and "
-                       f"objective.alpha_0 > 0; got {self.anneal_every} and "
-                       f"{self.alpha_0}.")
+                       "objective.alpha_0 in (0, 1e4]; got "
+                       f"{self.anneal_every} and {self.alpha_0}.")
 
 
 class DKM(base.Method):

@@ -47,6 +47,12 @@ def test_quick_leaderboard_on_digits(tmp_path):
   again = quality.benchmark(datasets=["digits"], methods=["clam"], seeds=[0],
                             out=out, quick=True)
   assert again[0]["seconds"] == rows[0]["seconds"]
+  # A full-length request never reuses (or resumes) a --quick run.
+  from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r"holds another run .*data.batch_size: 64 -> "):
+    quality.benchmark(datasets=["digits"], methods=["clam"], seeds=[0],
+                      out=out, quick=False)
 
 
 def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):

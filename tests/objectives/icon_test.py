@@ -190,3 +190,12 @@ def test_bad_input():
     O.label_kernel(np.zeros(3))
   with pytest.raises(ValueError, match="at least 2 samples"):
     O.gaussian_kernel(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.6], [1.5, -0.5], [np.nan, 1.0]])
+def test_mixture_weights_that_are_not_a_distribution_are_errors(weights):
+  a = jnp.log(jnp.array([[0.5, 0.5]]))
+  with pytest.raises(ValueError, match="`weights` must be >= 0 and sum to 1"):
+    O.mixture_kernel(a, a, weights=jnp.array(weights))
+  np.testing.assert_allclose(  # a valid mixture of one kernel is itself
+      O.mixture_kernel(a, a, weights=jnp.array([0.3, 0.7])), a, atol=1e-6)

@@ -150,6 +150,12 @@ def test_coding_length_matches_cpp_formula_and_prefers_true_k():
   assert value < merged
   with_empty = O.coding_length(x, labels, eps_sq=0.1, num_clusters=5)
   np.testing.assert_allclose(with_empty, value, rtol=1e-6)
+  # Ids outside [0, num_clusters) used to be dropped from the sum.
+  for bad in (np.where(labels == 2, 5, labels), np.where(labels == 0, -1,
+                                                          labels)):
+    with pytest.raises(ValueError, match=r"`labels` must be in \[0, "
+                       r"num_clusters=5\); \d+ of \d+ are not"):
+      O.coding_length(x, bad, eps_sq=0.1, num_clusters=5)
 
 
 def test_total_coding_rate_loss():

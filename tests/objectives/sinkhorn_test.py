@@ -217,3 +217,39 @@ def test_implicit_gradient_finite_at_tiny_epsilon():
   grad = jax.grad(lambda s: jnp.sum(
       O.sinkhorn(s, epsilon=1e-4, tol=1e-3).plan * w))(s)
   assert np.all(np.isfinite(grad))
+
+
+def test_converged_plan_has_both_given_marginals():
+  scores = helpers.normal(31, (40, 6))
+  a = jax.nn.softmax(helpers.normal(32, (40,)))
+  b = jax.nn.softmax(helpers.normal(33, (6,)))
+  out = O.sinkhorn(scores, epsilon=0.1, a=a, b=b, tol=1e-6, max_iters=5000)
+  assert bool(out.converged)
+  # Columns too: the last update makes the rows exact by construction.
+  np.testing.assert_allclose(out.plan.sum(0), b, atol=2e-6)
+  np.testing.assert_allclose(out.plan.sum(1), a, atol=2e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(a=jnp.array([0.5, 0.0, 0.5])), r"`a` must have positive entries .*"
+     r"1 of 3 are <= 0, the first at index 1"),
+    (dict(b=jnp.array([1.5, -0.5])), r"`b` must have positive entries"),
+    (dict(a=jnp.full((3,), 1.0)), r"equal mass; sum\(a\) = 3, sum\(b\) = 1"),
+])
+def test_marginals_without_a_plan_are_errors(kwargs, match):
+  scores = helpers.normal(34, (3, 2))
+  with pytest.raises(ValueError, match=match):
+    O.sinkhorn(scores, epsilon=0.1, **kwargs)
+  # Unequal masses are fine when the marginals are penalised, not exact.
+  if "equal mass" in match:
+    out = O.sinkhorn(scores, epsilon=0.1, rho_a=1.0, rho_b=1.0, **kwargs)
+    assert np.all(np.isfinite(out.plan))
+
+
+def test_traced_marginals_are_checked_under_checked():
+  scores = helpers.normal(35, (3, 2))
+  solve = O.checked(lambda a: O.sinkhorn(scores, epsilon=0.1, a=a).plan)
+  np.testing.assert_allclose(solve(jnp.full((3,), 1 / 3)).sum(), 1.0,
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="`a` must have positive entries"):
+    solve(jnp.array([0.5, 0.0, 0.5]))

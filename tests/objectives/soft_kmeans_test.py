@@ -96,6 +96,43 @@ def test_dkm_schedule():
   np.testing.assert_allclose(alphas, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("alpha_0", [0.1, 10.0, 1e-20])
+def test_dkm_schedule_is_capped_never_overflows_or_clips(alpha_0):
+  steps = np.concatenate([np.arange(20_000), [10**6, 2**31 - 1]])
+  alphas = np.asarray(jax.jit(
+      lambda s: O.dkm_inverse_temperature(s, alpha_0=alpha_0))(steps))
+  # The float64 formula, uncapped.
+  exponent = np.concatenate([[0.0], np.cumsum(
+      1 / np.log(np.arange(1, 20_000) + 1.0) ** 2)])
+  formula = alpha_0 * 2.0 ** exponent
+  below = formula[:20_000] < 1e4 * (1 - 1e-5)
+  np.testing.assert_allclose(alphas[:20_000][below], formula[below],
+                             rtol=2e-5)
+  assert np.all(alphas[:20_000][~below] == 1e4) and np.all(alphas[-2:] == 1e4)
+  assert np.all(np.diff(alphas) >= 0) and np.all(np.isfinite(alphas))
+  with pytest.raises(ValueError, match="alpha_0"):
+    O.dkm_inverse_temperature(0, alpha_0=2e4)
+
+
+def test_soft_kmeans_annealed_far_past_overflow_still_separates_blobs():
+  # 7,200 steps: the uncapped schedule is inf from step 7,093 (NaN losses,
+  # one cluster, predict_proba failing).
+  import clustering  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal(size=(50, 2)), 100 + rng.normal(size=(50, 2))])
+  est = clustering.SoftKMeans(2, n_init=2, n_anneal_steps=7200,
+                              random_state=0).fit(x)
+  np.testing.assert_array_equal(np.bincount(est.labels_), [50, 50])
+  assert est.labels_[0] != est.labels_[-1]
+  proba = est.predict_proba(x)
+  np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(proba.argmax(1), est.labels_)
+  loss = jax.jit(lambda t: O.soft_kmeans_loss(
+      jnp.asarray(x, jnp.float32), jnp.asarray(est.cluster_centers_),
+      temperature=1 / O.dkm_inverse_temperature(t)))(7200)
+  assert np.isfinite(loss)
+
+
 @pytest.mark.parametrize("x_shape,c_shape,match", [
     ((5,), (3, 5), "`x` must have rank 2"),
     ((4, 5), (3, 4), "feature dimension"),
