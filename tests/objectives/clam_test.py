@@ -63,6 +63,7 @@ def test_never_nan_for_huge_beta_distance():
   assert labels.dtype == jnp.int32 and labels.shape == (8,)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_gradients_jit_vmap_bfloat16():
   x, rho = helpers.normal(7, (6, 3)), helpers.normal(8, (3, 3))
   mask = np.zeros_like(x)

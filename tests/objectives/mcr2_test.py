@@ -70,6 +70,7 @@ def test_hand_computed_orthogonal_clusters():
                              2 * np.log(3) / 4, rtol=1e-5)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_many_cluster_path_equals_few_cluster_path():
   z, _ = _data(2, n=30, d=4)
   gamma = np.abs(helpers.normal(3, (30, 30))).astype(np.float32)

@@ -117,6 +117,7 @@ def test_doubly_stochastic_membership_sharded(mesh):
   np.testing.assert_allclose(mapped, single, rtol=1e-5)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 @pytest.mark.parametrize("mode", ["implicit", "unroll"])
 def test_sinkhorn_gradient_inside_shard_map(mesh, mode):
   rng = np.random.default_rng(3)

@@ -55,6 +55,7 @@ def test_centroids_are_weighted_means_and_empty_cluster_is_finite():
   assert np.all(np.isfinite(mu))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_gradients():
   x, c = helpers.normal(4, (12, 3)), helpers.normal(5, (4, 3))
   helpers.check_grads_f64(

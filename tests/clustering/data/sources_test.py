@@ -119,6 +119,7 @@ def test_input_order_is_a_per_epoch_permutation_and_a_function_of_step():
                                 data.batch_indices(order, 4, 6))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_augment_keeps_shape_and_is_sharding_invariant():
   x = jnp.asarray(data.load(cfg(), num_clusters=10).get(np.arange(16))[0])
   key = jax.random.key(0)
@@ -134,6 +135,7 @@ def test_augment_keeps_shape_and_is_sharding_invariant():
   np.testing.assert_array_equal(data.augment(key, feats), feats)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_rotation_turns_images_about_their_centre():
   image = np.zeros((1, 9, 9, 1), np.float32)
   image[0, 4, 6:9, 0] = 1.0  # a bar right of the centre
