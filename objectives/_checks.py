@@ -233,6 +233,13 @@ def batch_sum(x: jax.Array, axis_name: str | None) -> jax.Array:
   return jax.lax.psum(x, axis_name)
 
 
+def batch_max(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """`x`'s maximum over the devices of `axis_name` (identity when None)."""
+  if axis_name is None:
+    return x
+  return jax.lax.pmax(x, axis_name)
+
+
 def global_count(n: int, axis_name: str | None, dtype) -> jax.Array:
   """Number of samples in the global batch (local `n` times the devices)."""
   return batch_sum(jnp.asarray(n, dtype), axis_name)

@@ -125,7 +125,11 @@ def _error(prob: _Problem, f, g, lse_row, lse_col, epsilon, rho_a, rho_b):
 
   The row marginal is ``exp(f + lse_row)`` with ``lse_row = LSE_j(L + g)``,
   the column marginal is ``exp(g + lse_col)`` with ``lse_col = LSE_i(L + f)``.
+  A diagnostic, never differentiated: where a term overflows (unbalanced
+  targets at large ``|scores| / epsilon``) its zero cotangent would
+  otherwise meet an infinite derivative and turn the plan's gradient NaN.
   """
+  f, g, lse_row, lse_col = jax.lax.stop_gradient((f, g, lse_row, lse_col))
   col_marginal = jnp.exp(g + lse_col)
   if prob.balanced:
     return jnp.sum(jnp.abs(col_marginal - jnp.exp(prob.log_b)))
@@ -156,24 +160,46 @@ def _scaling_iteration(kernel, f_ref, g_ref, prob: _Problem, epsilon, rho_a,
 
   With ``K = exp(L + f_ref + g_ref)``,
   ``LSE_j(L_ij + g_j) = log (K exp(g - g_ref))_i - f_ref_i`` and likewise for
-  the columns, so the iterates are exactly the log-domain ones.
+  the columns, so the iterates are exactly the log-domain ones. The carry's
+  last entry is the largest ``|f - f_ref|, |g - g_ref|`` seen so far.
+
+  Exponents are clipped and sums floored only where that largest distance
+  passes ``_MAX_SCALING_LOG``, i.e. in a block that `_block` redoes in the
+  log domain: there the values are discarded, but their derivatives still
+  meet the zero cotangents of the branch not taken, and an inf or NaN
+  derivative times zero would make the whole gradient NaN.
   """
-  f, g, lse_col = carry
+  f, g, lse_col, stray = carry
   g = prob.tau_b * (prob.log_b - lse_col)
-  lse_row = jnp.log(jnp.matmul(kernel, jnp.exp(g - g_ref),
-                               precision=jax.lax.Precision.HIGHEST)) - f_ref
+  v = jnp.exp(jnp.clip(g - g_ref, -_CLIP_LOG, _CLIP_LOG))
+  lse_row = _safe_log(jnp.matmul(kernel, v,
+                                 precision=jax.lax.Precision.HIGHEST)) - f_ref
   f = prob.tau_a * (prob.log_a - lse_row)
-  col = jnp.matmul(jnp.exp(f - f_ref), kernel,
-                   precision=jax.lax.Precision.HIGHEST)
-  lse_col = jnp.log(_checks.batch_sum(col, prob.axis_name)) - g_ref
+  u = jnp.exp(jnp.clip(f - f_ref, -_CLIP_LOG, _CLIP_LOG))
+  col = jnp.matmul(u, kernel, precision=jax.lax.Precision.HIGHEST)
+  lse_col = _safe_log(_checks.batch_sum(col, prob.axis_name)) - g_ref
   err = _error(prob, f, g, lse_row, lse_col, epsilon, rho_a, rho_b)
-  return (f, g, lse_col), err
+  # A diagnostic (pmax has no derivative): gradients stop here.
+  df, dg = jax.lax.stop_gradient((f - f_ref, g - g_ref))
+  stray = jnp.maximum(stray, jnp.maximum(
+      _checks.batch_max(jnp.max(jnp.abs(df)), prob.axis_name),
+      jnp.max(jnp.abs(dg))))
+  return (f, g, lse_col, stray), err
+
+
+def _safe_log(x):
+  """log(x) for x >= 0 with a finite derivative: x is floored at the
+  smallest normal number (log = -87 in float32, far past the stray limit)."""
+  return jnp.log(jnp.maximum(x, jnp.finfo(x.dtype).tiny))
 
 
 # A block is redone in the log domain when a scaling strays this far (in
 # nats) from the kernel's reference potentials: beyond it, products of
 # kernel entries and scalings approach float32's under/overflow.
 _MAX_SCALING_LOG = 30.0
+# Scalings are clipped here (past the stray limit, so only in blocks that are
+# redone): exp(60) * exp(30)-sized kernel sums stay finite in float32.
+_CLIP_LOG = 2 * _MAX_SCALING_LOG
 
 
 def _block(logits, prob: _Problem, epsilon, rho_a, rho_b, state, *, length,
@@ -189,7 +215,7 @@ def _block(logits, prob: _Problem, epsilon, rho_a, rho_b, state, *, length,
   never depends on float32's exponent range.
   """
 
-  def run(step):
+  def run(step, state):
     def body(c, _):
       carry, it, done = c
       new, err = step(carry)
@@ -204,21 +230,25 @@ def _block(logits, prob: _Problem, epsilon, rho_a, rho_b, state, *, length,
   log_domain = functools.partial(_iteration, logits, prob, epsilon, rho_a,
                                  rho_b)
   if not scaling:
-    return run(log_domain)
-  (f, g, lse_col), _, _ = state
+    return run(log_domain, state)
+  (f, g, lse_col), it, done = state
   f_ref = f
   g_ref = prob.tau_b * (prob.log_b - lse_col)
-  kernel = jnp.exp(logits + f_ref[:, None] + g_ref[None, :])
-  scaled, errors = run(functools.partial(_scaling_iteration, kernel, f_ref,
-                                         g_ref, prob, epsilon, rho_a, rho_b))
-  (f_new, g_new, lse_new), _, _ = scaled
+  log_kernel = logits + f_ref[:, None] + g_ref[None, :]
+  kernel = jnp.exp(jnp.minimum(log_kernel, _CLIP_LOG))
+  stray0 = jnp.zeros((), f.dtype)
+  ((f_new, g_new, lse_new, stray), it_new, done_new), errors = run(
+      functools.partial(_scaling_iteration, kernel, f_ref, g_ref, prob,
+                        epsilon, rho_a, rho_b), ((f, g, lse_col, stray0), it, done))
+  scaled = ((f_new, g_new, lse_new), it_new, done_new)
   bad = jnp.logical_not(
-      jnp.all(jnp.abs(f_new - f_ref) < _MAX_SCALING_LOG)
-      & jnp.all(jnp.abs(g_new - g_ref) < _MAX_SCALING_LOG)
+      (stray < _MAX_SCALING_LOG)
+      & (jnp.max(log_kernel) < _CLIP_LOG)
       & jnp.all(jnp.isfinite(lse_new)) & jnp.all(jnp.isfinite(errors)))
   # Every device takes the same branch (the log-domain one has collectives).
   bad = _checks.batch_sum(bad.astype(jnp.int32), prob.axis_name) > 0
-  return jax.lax.cond(bad, lambda: run(log_domain), lambda: (scaled, errors))
+  return jax.lax.cond(bad, lambda: run(log_domain, state),
+                      lambda: (scaled, errors))
 
 
 def _solve(logits, prob: _Problem, epsilon, rho_a, rho_b, *, tol, max_iters,
