@@ -180,6 +180,31 @@ def positive_entries(x: jax.Array, name: str) -> None:
         f"first at index {int(np.argmax(bad))}.")
 
 
+def every_row_and_column_reachable(x: jax.Array, name: str, *,
+                                   columns: bool = True) -> None:
+  """Raises if a row (or, with `columns`, a column) of ``[n, k]`` scores is
+  -inf throughout: that sample (prototype) can send (receive) no mass, so no
+  transport plan exists. Under :func:`checked` too."""
+  if isinstance(x, jax.core.Tracer):
+    if _TRACED_CHECKS[0]:
+      checkify.check(jnp.all(jnp.any(x > -jnp.inf, axis=1)),
+                     f"`{name}` must have a finite entry in every row.")
+      if columns:
+        checkify.check(jnp.all(jnp.any(x > -jnp.inf, axis=0)),
+                       f"`{name}` must have a finite entry in every column.")
+    return
+  finite = np.asarray(x) > -np.inf
+  for axis, what, label in ((1, "row", "sample"), (0, "column", "prototype")):
+    if axis == 0 and not columns:
+      continue
+    empty = ~finite.any(axis=axis)
+    if empty.any():
+      raise ValueError(
+          f"`{name}` must have a finite entry in every {what}: {what} "
+          f"{int(np.argmax(empty))} is -inf throughout ({int(empty.sum())} "
+          f"such), so its {label} can take no mass and no plan exists.")
+
+
 def ids_in_range(ids: jax.Array, name: str, count: int) -> None:
   """Raises if integer ids fall outside ``[0, count)`` (one-hot would drop
   them silently); under :func:`checked` too."""
@@ -250,15 +275,19 @@ def logsumexp_over_batch(x: jax.Array, axis_name: str | None, *,
   """log sum_i exp(x_i) over axis 0 and, when given, over `axis_name` devices.
 
   The shift is the (global) maximum with its gradient stopped, so the result
-  is exact and never overflows.
+  is exact and never overflows. A column that is -inf on every device gives
+  -inf (as `logsumexp` does) with a zero, not NaN, gradient.
   """
   shift = jax.lax.stop_gradient(jnp.max(x, axis=0))
   if axis_name is not None:
     shift = jax.lax.pmax(shift, axis_name)
-  shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
+  empty = jnp.isneginf(shift)
+  shift = jax.lax.stop_gradient(jnp.where(empty, 0.0, shift))
   exp = _exp_nonpositive if clip_overflow else jnp.exp
   total = batch_sum(jnp.sum(exp(x - shift), axis=0), axis_name)
-  return jnp.log(_at_least_one(total)) + shift
+  # log(1) where empty: the select then passes no inf derivative back.
+  total = jnp.where(empty, 1.0, _at_least_one(total))
+  return jnp.where(empty, -jnp.inf, jnp.log(total) + shift)
 
 
 def _exp_nonpositive(z: jax.Array) -> jax.Array:

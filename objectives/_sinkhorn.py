@@ -467,6 +467,9 @@ def sinkhorn(scores: jax.typing.ArrayLike,
                                allow_neg_inf=True)
   _checks.nonempty(scores, "scores", 0, "samples (rows)")
   _checks.nonempty(scores, "scores", 1, "prototypes (columns)")
+  # Columns are reduced over the devices: a local shard may miss one.
+  _checks.every_row_and_column_reachable(scores, "scores",
+                                         columns=axis_name is None)
   _checks.positive(epsilon, "epsilon")
   if rho_a is not None:
     _checks.positive(rho_a, "rho_a")

@@ -208,6 +208,10 @@ def test_matrix_scaling_unrolled_gradient_equals_log_domain():
     (dict(scores=np.zeros((4, 3)), epsilon=0.1, differentiation="unroll"), "needs a fixed `num_iters`"),
     (dict(scores=np.zeros((4, 3)), epsilon=0.1, num_iters=0), "`num_iters` must be a positive"),
     (dict(scores=np.zeros((4, 3)), epsilon=0.1, scaling_block=-1), "`scaling_block` must be"),
+    (dict(scores=np.array([[0., 1.], [-np.inf, -np.inf]]), epsilon=0.1),
+     "every row: row 1 is -inf throughout"),
+    (dict(scores=np.array([[0., -np.inf], [1., -np.inf]]), epsilon=0.1,
+          rho_a=1.0, rho_b=1.0), "every column: column 1 is -inf throughout"),
 ])
 def test_bad_input(kwargs, match):
   scores = kwargs.pop("scores")
@@ -289,3 +293,44 @@ def test_unbalanced_unrolled_gradient_at_large_scores_over_epsilon(ratio):
     # float32 logits of size `ratio` carry ~ratio * 6e-8 absolute error in
     # every exponent: the tolerance grows with it.
     np.testing.assert_allclose(grad, ref, rtol=0, atol=ratio * 2e-6 * scale)
+
+
+def test_masked_entries_are_fine_while_every_row_and_column_has_one():
+  # -inf masks single pairs (ott-jax's convention for forbidden pairs): the
+  # plan is zero there and the rest equals ott-jax's with an infinite cost.
+  s = np.asarray(_scores(24, n=8, k=4))
+  s[0, 1] = s[3, 2] = -np.inf
+  out = O.sinkhorn(s, epsilon=0.1, tol=1e-6, max_iters=2000)
+  assert out.plan[0, 1] == 0 and out.plan[3, 2] == 0
+  ref = _ott(np.where(np.isinf(s), -1e4, s), 0.1, threshold=1e-6,
+             max_iterations=2000)
+  np.testing.assert_allclose(out.plan, ref.matrix, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis_name", [None, "batch"])
+def test_logsumexp_over_batch_equals_scipy_with_all_minus_inf_columns(
+    axis_name):
+  from jax.sharding import Mesh, PartitionSpec as P
+  from scipy import special
+  from objectives import _checks
+  x = np.asarray(helpers.normal(25, (8, 4)), np.float32) * 30
+  x[:, 1] = -np.inf           # a column with no finite entry
+  x[:5, 2] = -np.inf          # finite only on the last devices' rows
+  expected = special.logsumexp(np.float64(x), axis=0)
+  w = np.asarray(helpers.normal(26, (4,)), np.float32)
+
+  def fn(x):
+    return _checks.logsumexp_over_batch(x, axis_name)
+
+  if axis_name:
+    mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))
+    fn = jax.shard_map(fn, mesh=mesh, in_specs=P("batch"), out_specs=P())
+  out = jax.jit(fn)(x)
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+  assert out[1] == -np.inf
+  grad = jax.grad(lambda x: jnp.sum(jnp.where(
+      jnp.isfinite(fn(x)), fn(x), 0.0) * w))(x)
+  assert np.all(np.isfinite(grad))
+  softmax = np.exp(np.float64(x) - expected)   # d LSE / dx: column softmax
+  softmax[:, 1] = 0.0
+  np.testing.assert_allclose(grad, softmax * w, rtol=1e-5, atol=1e-7)
