@@ -58,23 +58,24 @@ def _run_all(commands_and_envs, logs):
   return [p.returncode for p in procs]
 
 
-def _train_both(tmp_path, multi, single, tag, *extra):
-  """Runs the 2-process job and the 1-process job side by side."""
-  port = _free_port()
-  runs = [(_command(multi,
-                    f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                    "--config.distributed.num_processes=2",
-                    f"--config.distributed.process_id={i}", *extra), _env(2))
-          for i in (0, 1)]
-  runs.append((_command(single, *extra), _env(4)))
-  paths = [tmp_path / f"{tag}{i}.log" for i in range(3)]
+def _run_logged(tmp_path, runs, tag):
+  paths = [tmp_path / f"{tag}{i}.log" for i in range(len(runs))]
   logs = [open(path, "w") for path in paths]
   try:
     codes = _run_all(runs, logs)
   finally:
     for log in logs:
       log.close()
-  assert codes == [0, 0, 0], [path.read_text()[-3000:] for path in paths]
+  assert codes == [0] * len(runs), [p.read_text()[-3000:] for p in paths]
+
+
+def _two_processes(workdir, *extra):
+  port = _free_port()
+  return [(_command(workdir,
+                    f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                    "--config.distributed.num_processes=2",
+                    f"--config.distributed.process_id={i}", *extra), _env(2))
+          for i in (0, 1)]
 
 
 def _assert_same_run(multi, single):
@@ -103,13 +104,16 @@ def _assert_same_run(multi, single):
 
 
 def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
+  # The two-process job trains 30 steps, then resumes from its shared
+  # checkpoint to 40; the one-process job runs the 40 steps uninterrupted
+  # (a constant learning rate makes the first 30 steps the same run).
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"
-  _train_both(tmp_path, multi, single, "first")
-  res = _assert_same_run(multi, single)
-  assert res["resumed_from"] == 0
-  # Both jobs continue from their shared-workdir checkpoints to 40 steps.
-  _train_both(tmp_path, multi, single, "resumed",
-              "--config.train.num_steps=40")
+  _run_logged(tmp_path, _two_processes(multi) + [
+      (_command(single, "--config.train.num_steps=40"), _env(4))], "first")
+  first = json.loads((multi / "results.json").read_text())
+  assert first["resumed_from"] == 0 and first["num_steps"] == 30
+  _run_logged(tmp_path, _two_processes(multi, "--config.train.num_steps=40"),
+              "resumed")
   res = _assert_same_run(multi, single)
   assert res["resumed_from"] == 30 and res["num_steps"] == 40
 
