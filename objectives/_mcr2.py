@@ -350,6 +350,9 @@ def mcr2_loss(z: jax.typing.ArrayLike,
     >>> print(f"{O.mcr2_loss(z, membership, eps_sq=1.0):.4f}")  # -R + R_c
     -0.1438
   """
+  # Upcast once: the two terms' gradients (large and nearly cancelling) then
+  # add in float32 before the single cast back to a bfloat16 `z`.
+  z = _checks.float_array(z, "z", "[n, d]", rank=2)
   rate = coding_rate(z, eps_sq=eps_sq, gamma=gamma_in, axis_name=axis_name)
   return -gamma_r * rate + compression_rate(
       z, membership, eps_sq=eps_sq, axis_name=axis_name)

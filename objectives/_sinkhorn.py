@@ -497,6 +497,7 @@ def sinkhorn(scores: jax.typing.ArrayLike,
   dtype = scores.dtype
   a = _marginal(a, scores[:, 0], "a", axis_name)
   b = _marginal(b, jnp.zeros((k,), dtype), "b", None)
+  epsilon_value = epsilon  # a Python number stays one (the implicit mode's)
   epsilon = jnp.asarray(epsilon, dtype)
   logits = scores / epsilon
   tau_a = _tau(rho_a, epsilon)
@@ -514,7 +515,8 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     # The error needs epsilon and rho as plain values; they enter the
     # custom-VJP function as non-differentiable arguments, so they must be
     # concrete (epsilon's gradient still flows through `logits`).
-    for name, value in (("epsilon", epsilon), ("rho_a", rho_a), ("rho_b", rho_b)):
+    for name, value in (("epsilon", epsilon_value), ("rho_a", rho_a),
+                        ("rho_b", rho_b)):
       if isinstance(value, jax.core.Tracer) and not balanced:
         raise ValueError(
             f"`{name}` must be a concrete number for implicit differentiation "
@@ -522,7 +524,7 @@ def sinkhorn(scores: jax.typing.ArrayLike,
     static = (balanced, axis_name, tol, max_iters, num_iters, scaling_block)
     f, g, errors, error, iterations = _implicit_potentials(
         logits, a, b, jnp.asarray(tau_a, dtype), jnp.asarray(tau_b, dtype),
-        static, None if balanced else float(epsilon), (rho_a, rho_b))
+        static, None if balanced else float(epsilon_value), (rho_a, rho_b))
   plan = jnp.exp(logits + f[:, None] + g[None, :])
   return SinkhornOutput(plan=plan, f=f, g=g, errors=errors, error=error,
                         iterations=iterations, converged=error < tol)

@@ -334,3 +334,19 @@ def test_logsumexp_over_batch_equals_scipy_with_all_minus_inf_columns(
   softmax = np.exp(np.float64(x) - expected)   # d LSE / dx: column softmax
   softmax[:, 1] = 0.0
   np.testing.assert_allclose(grad, softmax * w, rtol=1e-5, atol=1e-7)
+
+
+def test_unbalanced_tolerance_mode_runs_under_jit_and_equals_eager():
+  # epsilon given as a Python number must stay one under a trace (it was
+  # turned into a tracer first and then refused as not concrete).
+  s = _scores(27, n=12, k=4)
+  kw = dict(epsilon=0.1, rho_a=1.0, rho_b=2.0, tol=1e-6, max_iters=3000)
+  eager = O.sinkhorn(s, **kw)
+  traced = jax.jit(lambda s: O.sinkhorn(s, **kw).plan)(s)
+  np.testing.assert_allclose(traced, eager.plan, rtol=1e-5, atol=1e-8)
+  ref = _ott(s, 0.1, tau_a=1.0 / 1.1, tau_b=2.0 / 2.1, threshold=1e-6,
+             max_iterations=3000)
+  np.testing.assert_allclose(traced, ref.matrix, rtol=1e-3, atol=1e-6)
+  with pytest.raises(ValueError, match="`epsilon` must be a concrete"):
+    jax.jit(lambda s, e: O.sinkhorn(s, epsilon=e, rho_a=1.0, rho_b=1.0,
+                                    tol=1e-6).plan)(s, 0.1)

@@ -44,7 +44,7 @@ def test_zero_temperature_limit_is_sklearn_inertia():
   np.testing.assert_allclose(loss * x.shape[0], km.inertia_, rtol=1e-4)
 
 
-def test_centroids_are_weighted_means_and_empty_cluster_is_finite():
+def test_centroids_are_weighted_means_and_empty_cluster_is_zero():
   x = helpers.normal(3, (30, 3))
   r = np.zeros((30, 3), np.float32)
   r[:15, 0] = 1.0
@@ -52,7 +52,22 @@ def test_centroids_are_weighted_means_and_empty_cluster_is_finite():
   mu = O.soft_kmeans_centroids(x, r)
   np.testing.assert_allclose(mu[0], x[:15].mean(0), rtol=1e-5)
   np.testing.assert_allclose(mu[1], x[15:].mean(0), rtol=1e-5)
-  assert np.all(np.isfinite(mu))
+  # The docstring: "A cluster with zero total weight gets the zero vector,
+  # never NaN, and a zero gradient."
+  np.testing.assert_array_equal(mu[2], np.zeros(3, np.float32))
+  weights = helpers.normal(4, (3,))
+  grad_x, grad_r = jax.grad(
+      lambda x, r: jnp.sum(weights * O.soft_kmeans_centroids(x, r)[2]),
+      argnums=(0, 1))(x, r)
+  np.testing.assert_array_equal(grad_x, np.zeros_like(x))
+  np.testing.assert_array_equal(grad_r, np.zeros_like(r))
+  # The non-empty clusters' gradients are untouched: d(w . mu_0)/dx_i is
+  # w / 15 for i < 15 and 0 otherwise.
+  grad_x0 = jax.grad(
+      lambda x: jnp.sum(weights * O.soft_kmeans_centroids(x, r)[0]))(x)
+  np.testing.assert_allclose(grad_x0[:15], np.tile(weights / 15, (15, 1)),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(grad_x0[15:], np.zeros((15, 3)))
 
 
 @pytest.mark.slow  # (the fast tier stays under 3 minutes)
