@@ -184,7 +184,8 @@ class Trainer:
                   train_set: data_lib.Dataset) -> None:
     """Runs the method's start hook on the current model (with the training
     set's features when the phase asks for them)."""
-    features = (self.outputs(train_set)[0]["features"]
+    # The model being trained, not its average: the hook initialises it.
+    features = (self.outputs(train_set, use_ema=False)[0]["features"]
                 if phase.needs_features else None)
     model = nnx.merge(self.graphdef, self.state["params"], self.state["rest"],
                       copy=True)
