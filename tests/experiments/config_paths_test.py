@@ -132,6 +132,7 @@ def _np_mlc_loss(z, c, hp, half_steps, frozen_v=None):
   return -hp.gamma_r * rate + rate_c, vs
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 @pytest.mark.parametrize("mode", ["unroll", "implicit"])
 def test_differentiation_mode_reaches_the_cluster_head_gradient(mode):
   """``objective.differentiation`` decides the gradient that reaches the
@@ -208,6 +209,7 @@ def _np_tcr(z_views, eps_sq, invariance_weight):
   return -rate - invariance_weight * np.mean(cosines)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_three_views_reach_the_tcr_loss(monkeypatch):
   """``objective.num_views=3``: the training step's batch carries three
   distinct views and its TCR loss is the three-view formula (NumPy, on the
@@ -246,6 +248,7 @@ def test_three_views_reach_the_tcr_loss(monkeypatch):
 # ------------------------------------------------------------ train.ema_decay
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_evaluation_uses_the_ema_of_the_step_parameters(monkeypatch):
   """``train.ema_decay=0.8``: ``train.evaluate`` (the loop's evaluation)
   scores the model with ``ema_t = d ema_{t-1} + (1-d) params_t``, started
@@ -279,6 +282,7 @@ def test_evaluation_uses_the_ema_of_the_step_parameters(monkeypatch):
   assert np.abs(features(params) - features(ema)).max() > 1e-2
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_phase_start_hook_gets_the_trained_models_features_not_the_ema():
   """With an EMA, the hook that initialises the next phase (k-means
   prototypes, a cluster head) sees the model it initialises: the raw
@@ -309,6 +313,7 @@ def test_phase_start_hook_gets_the_trained_models_features_not_the_ema():
 # --------------------------------------------------------------- optimizers
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_grad_clip_scales_the_sgd_step_to_the_clip_norm(oracle):
   """``optimizer.grad_clip=c``: the SGD step is ``-lr g min(1, c/|g|)``
   (the global norm over every parameter, clipped before the learning
@@ -330,6 +335,7 @@ def test_grad_clip_scales_the_sgd_step_to_the_clip_norm(oracle):
                              lr * clip, rtol=1e-3)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_adamw_first_step_decays_the_weights(oracle):
   """``optimizer.name='adamw'``: the first step is
   ``-lr (g / (|g| + 1e-8) + wd p)``; the cluster head, which the TCR
@@ -351,6 +357,7 @@ def test_adamw_first_step_decays_the_weights(oracle):
                              rtol=1e-6)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_sgd_momentum_second_step_carries_the_first_gradient(oracle):
   """``optimizer.name='sgd'``, ``momentum=m``: ``p1 = p0 - lr g1``,
   ``p2 = p1 - lr (g2 + m g1)`` (heavy ball), gradients from the oracle at

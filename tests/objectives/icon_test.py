@@ -179,6 +179,7 @@ def _max_error(actual, desired):
                        - np.float64(np.asarray(desired, np.float32))))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_bfloat16_matches_float32():
   # bfloat16 keeps 8 significant bits: rounding an input moves it by up to
   # 2^-8 ~ 4e-3 relative, and a bfloat16 gradient is itself rounded so.

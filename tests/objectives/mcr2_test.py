@@ -183,6 +183,7 @@ def test_gradients():
           c, eta=0.3, differentiation="unroll") * weights), (c,))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_doubly_stochastic_membership_cpp_gradient_stops_v():
   # CPP's code stops the gradient through the column update v, so with 5
   # half-steps (u, v, u, v, u) Gamma depends on C only through the affinity
@@ -244,6 +245,7 @@ def _max_error(actual, desired):
                        - np.float64(np.asarray(desired, np.float32))))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_bfloat16_matches_float32():
   # bfloat16 keeps 8 significant bits: rounding an input moves it by up to
   # 2^-8 ~ 4e-3 relative (unit rows stay unit to ~2e-3), and a bfloat16
@@ -336,6 +338,7 @@ def test_mlc_case_memory_is_o_n_d_squared():
   assert analysis.temp_size_in_bytes < n2d_bytes / 4
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_mcr2_loss_bfloat16_gradient_is_float32_gradient_rounded_once():
   # R's and R_c's gradients are large and nearly cancel: added in bfloat16
   # they lost 2.9% of max|grad|; upcast once, the only error left is the

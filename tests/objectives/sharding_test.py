@@ -141,6 +141,7 @@ def test_sinkhorn_gradient_inside_shard_map(mesh, mode):
   np.testing.assert_allclose(mapped, single, atol=1e-6)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 @pytest.mark.parametrize("mode", ["implicit", "unroll"])
 def test_doubly_stochastic_membership_modes_sharded(mesh, mode):
   z, _, _ = _data(n=64)
@@ -156,6 +157,7 @@ def test_doubly_stochastic_membership_modes_sharded(mesh, mode):
   np.testing.assert_allclose(mapped.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_unbalanced_sinkhorn_sharded(mesh):
   # Fixed iterations (unrolled). Tolerance mode is not checked here: with
   # rho_a/rho_b it raises under any trace (jit, shard_map, pmap), as
@@ -209,6 +211,7 @@ def _pmap_scores():
   return z @ protos.T
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_pmap_sinkhorn_equals_single_device(pmap_devices):
   scores = _pmap_scores()
   single = jax.jit(lambda s: O.sinkhorn(s, epsilon=0.1, tol=1e-6))(scores)
@@ -224,6 +227,7 @@ def test_pmap_sinkhorn_equals_single_device(pmap_devices):
   np.testing.assert_allclose(plan.sum(0), 1 / 5, atol=1e-5)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_pmap_swav_codes_equal_single_device(pmap_devices):
   scores = _pmap_scores()
   codes = _join(_pmap(pmap_devices, lambda s: O.swav_codes(
@@ -235,6 +239,7 @@ def test_pmap_swav_codes_equal_single_device(pmap_devices):
       atol=1e-6)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_pmap_rates_equal_single_device(pmap_devices):
   z, pi, _ = _data(n=32)
   views = np.stack([z, helpers.unit_rows(

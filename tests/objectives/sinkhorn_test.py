@@ -263,6 +263,7 @@ def test_traced_marginals_are_checked_under_checked():
     solve(jnp.array([0.5, 0.0, 0.5]))
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 @pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4])
 def test_unbalanced_unrolled_gradient_at_large_scores_over_epsilon(ratio):
   # The property tests found NaN gradients here (3 of 18 problems at 1e2,
@@ -307,7 +308,8 @@ def test_masked_entries_are_fine_while_every_row_and_column_has_one():
   np.testing.assert_allclose(out.plan, ref.matrix, atol=1e-6)
 
 
-@pytest.mark.parametrize("axis_name", [None, "batch"])
+@pytest.mark.parametrize("axis_name", [
+    None, pytest.param("batch", marks=pytest.mark.slow)])
 def test_logsumexp_over_batch_equals_scipy_with_all_minus_inf_columns(
     axis_name):
   from jax.sharding import Mesh, PartitionSpec as P
@@ -336,6 +338,7 @@ def test_logsumexp_over_batch_equals_scipy_with_all_minus_inf_columns(
   np.testing.assert_allclose(grad, softmax * w, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_unbalanced_tolerance_mode_runs_under_jit_and_equals_eager():
   # epsilon given as a Python number must stay one under a trace (it was
   # turned into a tracer first and then refused as not concrete).
