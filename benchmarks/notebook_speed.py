@@ -85,20 +85,10 @@ def run_command_line(config, workdir, fields):
 
 
 def run_kernel(config, workdir, fields):
-  import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
   nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
       cell_source(config, workdir, fields))])
-  client = nbclient.NotebookClient(nb, timeout=3600, kernel_name="python3",
-                                   resources={"metadata": {"path": ROOT}})
-  old = dict(os.environ)
-  os.environ.clear()
-  os.environ.update(notebooks.kernel_env(False))
-  try:
-    client.execute()
-  finally:
-    os.environ.clear()
-    os.environ.update(old)
+  notebooks.execute_node(nb, timeout=3600)
   return phase_speeds(os.path.join(workdir, "metrics.jsonl"))
 
 

@@ -56,9 +56,16 @@ def kernel_env(quick: bool, workdir: str | None = None) -> dict:
 def execute(path: str, *, quick: bool = False, workdir: str | None = None,
             timeout: int = 900):
   """Runs one notebook; returns the executed notebook (nbformat node)."""
-  import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
-  nb = nbformat.read(path, as_version=4)
+  return execute_node(nbformat.read(path, as_version=4), quick=quick,
+                      workdir=workdir, timeout=timeout)
+
+
+def execute_node(nb, *, quick: bool = False, workdir: str | None = None,
+                 timeout: int = 900):
+  """Runs a notebook node in a fresh kernel (environment `kernel_env`, in
+  the repository root); returns it executed."""
+  import nbclient  # pylint: disable=g-import-not-at-top
   client = nbclient.NotebookClient(
       nb, timeout=timeout, kernel_name="python3",
       resources={"metadata": {"path": ROOT}})

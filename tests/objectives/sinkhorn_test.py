@@ -264,7 +264,7 @@ def test_traced_marginals_are_checked_under_checked():
 
 
 @pytest.mark.slow  # (the fast tier stays under 3 minutes)
-@pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4])
+@pytest.mark.parametrize("ratio", [1e3, 1e4])
 def test_unbalanced_unrolled_gradient_at_large_scores_over_epsilon(ratio):
   # The property tests found NaN gradients here (3 of 18 problems at 1e2,
   # 12 of 18 at 1e3): the matrix-scaling block, computed and then discarded
@@ -285,7 +285,7 @@ def test_unbalanced_unrolled_gradient_at_large_scores_over_epsilon(ratio):
     h = 1e-5 * eps
     fd = (loss(s64 + h * direction, w64, 0)
           - loss(s64 - h * direction, w64, 0)) / (2 * h)
-    if ratio <= 1e3:  # beyond, differences of exp(1e4-sized logits) are noise
+    if ratio < 1e4:  # at 1e4, differences of exp(1e4-sized logits) are noise
       np.testing.assert_allclose(jnp.sum(ref * direction), fd, rtol=1e-3)
   scale = np.abs(ref).max()
   for block in (0, 10):
