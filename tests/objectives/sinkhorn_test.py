@@ -264,7 +264,7 @@ def test_traced_marginals_are_checked_under_checked():
 
 
 @pytest.mark.slow  # (the fast tier stays under 3 minutes)
-@pytest.mark.parametrize("ratio", [1e3, 1e4])
+@pytest.mark.parametrize("ratio", [1e3])
 def test_unbalanced_unrolled_gradient_at_large_scores_over_epsilon(ratio):
   # The property tests found NaN gradients here (3 of 18 problems at 1e2,
   # 12 of 18 at 1e3): the matrix-scaling block, computed and then discarded
