@@ -259,13 +259,3 @@ def test_neighbour_pairs_resume_exactly(tmp_path):
   jax.tree.map(np.testing.assert_array_equal,
                final_state(str(tmp_path / "ref"), 20),
                final_state(str(tmp_path / "cut"), 20))
-
-
-def test_cpp_estimates_the_number_of_clusters(tmp_path):
-  config = get_config("cpp")
-  config.eval.num_clusters_candidates = (5, 10, 15)
-  res = train.train_and_evaluate(config, str(tmp_path), show_progress=False)
-  assert res["num_clusters_estimate"] in (5, 10, 15)
-  assert set(res["coding_length"]) == {"5", "10", "15"}
-  best = min(res["coding_length"], key=res["coding_length"].get)
-  assert int(best) == res["num_clusters_estimate"]
