@@ -1,7 +1,7 @@
 r"""Clustering quality leaderboard: every recipe and the classical baselines.
 
     python -m benchmarks.quality --datasets=digits,mnist_test --out=DIR
-    python -m benchmarks.quality --methods=mcr2,sklearn_kmeans --seeds=0,1,2
+    python -m benchmarks.quality --methods=mcr2,sklearn_kmeans --seeds=0
     python -m benchmarks.quality --quick --datasets=digits --methods=clam
 
 Each deep method is trained from scratch by its config (``configs/<name>.py``
@@ -20,10 +20,15 @@ Writes to ``--out``:
   ``silhouette_kmeans`` (k-means with 10 restarts fitted in the method's own
   space, the baselines' being the pixels: what k-means reaches on the same
   data, for ClAM's claim),
-  ``seconds`` (training + assignment wall time), ``seed``;
+  ``seconds`` (training + assignment wall time), ``seed``, and the
+  label-free model-selection measures of each run (``final_loss``,
+  ``cluster_entropy``, ``coding_length`` for MLC/CPP,
+  ``selflabel_agreement`` when the recipe self-labels);
 * ``<dataset>/<method>.npz``: ``index``, ``cluster``, ``label`` (first seed);
-* ``results.md``: mean ± std over seeds, and ``<dataset>.png`` bar charts
-  of ACC/NMI per method;
+* ``results.md``: mean ± std over seeds (0, 1 and 2 by default), how well
+  each label-free measure ranks a recipe's seeds against their ACC
+  (:func:`selection_report`), and ``<dataset>.png`` bar charts of ACC/NMI
+  per method;
 * ``<dataset>/runs/<method>/seed<s>/``: each deep run's workdir (metrics,
   plots, checkpoints, ``config.json``). A finished run of the same config
   is not trained again and an interrupted one resumes, so an interrupted
@@ -60,7 +65,8 @@ _DATASETS = flags.DEFINE_list("datasets", list(DATASETS),
                               f"Datasets, from {DATASETS}.")
 _METHODS = flags.DEFINE_list("methods", list(ALL_METHODS),
                              f"Methods, from {ALL_METHODS}.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; > 1 reports mean ± std.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"],
+                           "Seeds; > 1 reports mean ± std.")
 _OUT = flags.DEFINE_string("out", "runs/quality", "Output directory.")
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Each deep config's :quick variant (seconds; for tests).")
@@ -185,13 +191,21 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     features = pred["features"].reshape(len(clusters), -1)
     scores = {key: res[key] for key in ("acc", "nmi", "ari", "silhouette")}
     seconds = res["seconds"]
+    label_free = {key: res.get(key) for key in (
+        "final_loss", "cluster_entropy", "coding_length",
+        "selflabel_agreement")}
   else:
     t0 = time.perf_counter()
     clusters = np.asarray(run_baseline(method, x, k, seed)).astype(np.int32)
     seconds = time.perf_counter() - t0
     scores = metrics_lib.clustering_metrics(labels, clusters, x)
+    sizes = np.bincount(clusters, minlength=k) / len(clusters)
+    sizes = sizes[sizes > 0]
+    label_free = dict(final_loss=None, coding_length=None,
+                      selflabel_agreement=None, cluster_entropy=float(
+                          -np.sum(sizes * np.log(sizes)) / np.log(k)))
   row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,
-             **{key: float(v) for key, v in scores.items()},
+             **{key: float(v) for key, v in scores.items()}, **label_free,
              silhouette_input=silhouette_on(x, clusters, seed),
              silhouette_kmeans=(
                  kmeans_silhouette(features, k, seed) if method in DEEP_METHODS
@@ -214,6 +228,61 @@ def summarize(rows: list[dict]) -> list[dict]:
       s[key], s[key + "_std"] = float(np.mean(vals)), float(np.std(vals))
     out.append(s)
   return out
+
+
+# Label-free measures and the direction in which a run is better.
+SELECTION = (("final_loss", -1), ("silhouette", 1), ("cluster_entropy", 1),
+             ("coding_length", -1))
+
+
+def selection_report(rows: list[dict]) -> list[dict]:
+  """How well each label-free measure ranks a recipe's seeds by ACC.
+
+  For each (dataset, measure): over the deep recipes with >= 2 seeds (and
+  the measure), the mean Spearman correlation between the measure (signed
+  so that larger is better) and ACC across the recipe's seeds, and in how
+  many recipes the seed it ranks first is the seed with the best ACC.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for r in rows:
+    if r["method"] in DEEP_METHODS:
+      groups.setdefault((r["dataset"], r["method"]), []).append(r)
+  out = []
+  for dataset in dict.fromkeys(d for d, _ in groups):
+    for measure, sign in SELECTION:
+      rhos, picks = [], []
+      for (d, _), rs in groups.items():
+        vals = [r.get(measure) for r in rs]
+        if d != dataset or len(rs) < 2 or any(v is None for v in vals):
+          continue
+        score, acc = sign * np.asarray(vals, float), [r["acc"] for r in rs]
+        if np.ptp(score) > 0 and np.ptp(acc) > 0:
+          rhos.append(stats.spearmanr(score, acc).statistic)
+        # A constant measure picks nothing.
+        picks.append(np.ptp(score) > 0
+                     and acc[int(np.argmax(score))] == max(acc))
+      if picks:
+        out.append(dict(dataset=dataset, measure=measure,
+                        spearman=float(np.mean(rhos)) if rhos else None,
+                        best_seed_found=int(sum(picks)),
+                        recipes=len(picks)))
+  return out
+
+
+def selection_markdown(report: list[dict]) -> str:
+  lines = []
+  for dataset in dict.fromkeys(r["dataset"] for r in report):
+    lines += [f"Label-free ranking of the seeds' runs on {dataset}:", "",
+              "| measure (better when) | mean Spearman with ACC | "
+              "picks the best-ACC seed |", "|---|---|---|"]
+    for r in (r for r in report if r["dataset"] == dataset):
+      better = "lower" if dict(SELECTION)[r["measure"]] < 0 else "higher"
+      rho = "n/a" if r["spearman"] is None else f"{r['spearman']:+.2f}"
+      lines.append(f"| {r['measure']} ({better}) | {rho} | "
+                   f"{r['best_seed_found']} of {r['recipes']} recipes |")
+    lines.append("")
+  return "\n".join(lines)
 
 
 def _fmt(s, key, digits=3):
@@ -316,6 +385,9 @@ def benchmark(*, datasets, methods, seeds, out, quick=False,
       json.dump(rows, f, indent=1)
   summary = summarize(rows)
   table = markdown(summary)
+  selection = selection_report(rows)
+  if selection:
+    table += "\n" + selection_markdown(selection)
   charts = plot(summary, out) if summary else []
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(table)

@@ -346,3 +346,29 @@ class PrototypeModel(nnx.Module):
   def __call__(self, x, *, train: bool = False):
     """``x [n, ...]`` -> ``(z [n, dim], reconstruction or None)``."""
     return self.space(x, train=train)
+
+
+class SelfLabelModel(nnx.Module):
+  """A method's model with a linear self-label head on its ``features``
+  (:mod:`clustering.methods.selflabel`): logits ``((f - mean) / scale) @
+  kernel + bias``, set from a fitted classifier when self-labelling
+  starts (``started`` then 1; until then the method assigns as usual)."""
+
+  def __init__(self, inner, feature_dim: int, num_clusters: int, *,
+               rngs: nnx.Rngs):
+    self.inner = inner
+    self.head = nnx.Linear(feature_dim, num_clusters, rngs=rngs)
+    self.mean = Constant(jnp.zeros((feature_dim,)))
+    self.scale = Constant(jnp.ones((feature_dim,)))
+    self.started = Constant(jnp.zeros(()))
+
+  def head_logits(self, features: jax.Array) -> jax.Array:
+    """``features [n, feature_dim]`` -> logits ``[n, num_clusters]``."""
+    return self.head((features - self.mean[...]) / self.scale[...])
+
+  def set_head(self, *, kernel, bias, mean, scale) -> None:
+    self.head.kernel[...] = jnp.asarray(kernel)
+    self.head.bias[...] = jnp.asarray(bias)
+    self.mean[...] = jnp.asarray(mean)
+    self.scale[...] = jnp.asarray(scale)
+    self.started[...] = jnp.ones(())

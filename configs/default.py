@@ -69,6 +69,19 @@ def get_config():
       nonfinite="stop",
   ))
 
+  # Self-labelling (clustering/methods/selflabel.py): the last `steps` of
+  # train.num_steps train a linear head on the features with the model's own
+  # confident predictions as targets (SCAN/SPICE); 0 = off.
+  config.selflabel = ml_collections.ConfigDict(dict(
+      steps=0,
+      threshold=0.99,        # confidence a target needs (SCAN)
+      prior_weight=1.0,      # KL(uniform || mean prediction)
+      learning_rate=1e-4,    # constant, after the main schedule (SCAN)
+      cutout=0.5,            # images: side of the erased square
+      fit_examples=20000,    # rows the head's first fit sees
+      head_only=0.2,         # fraction of the steps the backbone is fixed
+  ))
+
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=2048,
       # MLC/CPP: also pick the number of clusters among these by CPP's

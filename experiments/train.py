@@ -89,7 +89,7 @@ class Preempted(Exception):
 def validate_config(config, *, num_devices: int) -> methods.Method:
   """Checks every field that needs no data; returns the method, built from
   the config once. Raises ``ValueError`` naming the field."""
-  method = methods.get(config.method).from_config(config)
+  method = methods.build(config)
   data_lib.AugmentSpec.from_config(config.data.augment)
   b, k = config.data.batch_size, config.num_clusters
   if not isinstance(k, int) or k < 2:
@@ -379,8 +379,29 @@ def evaluate(run: Run, dataset: data_lib.Dataset, *,
   if labels is None:  # without labels only the silhouette means something
     scores.update(acc=None, nmi=None, ari=None)
   scores["num_clusters_used"] = int(np.unique(clusters).size)
+  if final:
+    info = dict(info, **model_selection(run, outputs, clusters))
   return dict(scores=scores, clusters=clusters, labels=labels,
               features=features, info=info)
+
+
+def model_selection(run: Run, outputs: dict, clusters: np.ndarray) -> dict:
+  """What tells a good run from a collapsed one without labels.
+
+  ``cluster_entropy``: the entropy of the cluster sizes over ``log k``
+  (1: equal sizes; a collapse drives it down); ``coding_length``: CPP's
+  coding length of the features under the assignment, per example (nats;
+  MLC/CPP only, else None). With ``silhouette`` (in the method's own space)
+  and the final loss, in ``results.json``.
+  """
+  k = run.config.num_clusters
+  sizes = np.bincount(clusters, minlength=k) / len(clusters)
+  sizes = sizes[sizes > 0]
+  length = run.method.coding_length(outputs, clusters)
+  return dict(cluster_entropy=float(-np.sum(sizes * np.log(sizes))
+                                    / np.log(k)),
+              coding_length=(None if length is None
+                             else length / len(clusters)))
 
 
 # -------------------------------------------------------------------- run

@@ -28,16 +28,24 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 
 
-def make_optimizer(config, num_steps: int):
+def make_optimizer(config, num_steps: int, *,
+                   learning_rate: float | None = None):
   """``(optax transformation, learning-rate schedule)`` of
-  ``config.optimizer``."""
+  ``config.optimizer`` over ``num_steps`` steps, or at the constant
+  ``learning_rate`` when given (a phase with its own rate).
+
+  The rate is always a schedule of the optimizer's own step count, so every
+  phase's optimizer state has the same structure (one checkpoint layout).
+  """
   o = config
-  if o.schedule == "cosine":
+  if learning_rate is not None:
+    lr = optax.constant_schedule(learning_rate)
+  elif o.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
         0.0, o.learning_rate, max(o.warmup_steps, 0) or 1, max(num_steps, 2))
   else:
     lr = (optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps)
-          if o.warmup_steps else o.learning_rate)
+          if o.warmup_steps else optax.constant_schedule(o.learning_rate))
   if o.name == "adam":
     tx = optax.adam(lr)
   elif o.name == "adamw":
@@ -111,8 +119,16 @@ class Trainer:
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P("data"))
     self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    self.tx, self.schedule = make_optimizer(config.optimizer,
-                                            config.train.num_steps)
+    # Phases with their own learning rate get their own optimizer; the
+    # run's schedule ends where the first of them begins.
+    own_rate = [p for p in method.phases if p.learning_rate is not None]
+    self.phases = method.phases
+    self.tx, self.schedule = make_optimizer(
+        config.optimizer, min([p.first_step for p in own_rate]
+                              + [config.train.num_steps]))
+    self.phase_tx = {p.name: make_optimizer(config.optimizer, 0,
+                                            learning_rate=p.learning_rate)[0]
+                     for p in own_rate}
     self.ema_decay = config.train.ema_decay
     self.base_key = jax.random.key(config.seed)
     state = dict(params=params, rest=rest, opt_state=self.tx.init(params),
@@ -127,8 +143,10 @@ class Trainer:
                for p in jax.tree.leaves(self.state["params"]))
 
   def learning_rate(self, step: int) -> float:
-    lr = self.schedule
-    return float(lr(step) if callable(lr) else lr)
+    phase = [p for p in self.phases if p.first_step <= step][-1]
+    if phase.learning_rate is not None:
+      return float(phase.learning_rate)
+    return float(self.schedule(step))
 
   # -- train
   def _step_fn(self, state, x, partners, *, phase):
@@ -136,7 +154,7 @@ class Trainer:
     view_key, loss_key = jax.random.split(
         jax.random.fold_in(self.base_key, step))
     inputs = data_lib.model_inputs(view_key, x, partners,
-                                   spec=self.method.input_spec,
+                                   spec=self.method.input_spec_for(phase),
                                    augment_spec=self.augment,
                                    stats=self.stats)
 
@@ -147,8 +165,8 @@ class Trainer:
 
     (loss, (terms, rest)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = self.tx.update(grads, state["opt_state"],
-                                        state["params"])
+    tx = self.phase_tx.get(phase, self.tx)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = state["ema"]
     if self.ema_decay:
@@ -185,8 +203,10 @@ class Trainer:
     """Runs the method's start hook on the current model (with the training
     set's features when the phase asks for them)."""
     # The model being trained, not its average: the hook initialises it.
-    features = (self.outputs(train_set, use_ema=False)[0]["features"]
-                if phase.needs_features else None)
+    features = None
+    if phase.needs_features or phase.needs_outputs:
+      outputs = self.outputs(train_set, use_ema=False)[0]
+      features = outputs if phase.needs_outputs else outputs["features"]
     model = nnx.merge(self.graphdef, self.state["params"], self.state["rest"],
                       copy=True)
     self.method.start_phase(phase.name, model, features)
@@ -194,6 +214,8 @@ class Trainer:
     # Copies: the hook may alias arrays (a head copied from another), and
     # the donated train step needs every buffer to be distinct.
     state = dict(self.state, params=_copy(params), rest=_copy(rest))
+    if phase.learning_rate is not None:
+      state["opt_state"] = self.phase_tx[phase.name].init(state["params"])
     if self.ema_decay:
       state["ema"] = _copy(params)
     self.state = jax.device_put(state, self.replicated)

@@ -77,9 +77,11 @@ def config_differences(stored: dict, config) -> list[str]:
            for p in MAY_DIFFER):
       return True
     # The length of a run changes no step before it unless the learning
-    # rate schedule depends on it.
+    # rate schedule or the start of self-labelling (its last steps) depends
+    # on it.
     return field == "train.num_steps" and all(
-        c.get("optimizer.schedule") == "constant" for c in (old, new))
+        c.get("optimizer.schedule") == "constant"
+        and not c.get("selflabel.steps") for c in (old, new))
 
   missing = object()
   return [f"{field}: {old.get(field, missing)!r} -> {new.get(field, missing)!r}"

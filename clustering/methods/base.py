@@ -44,10 +44,19 @@ class Phase(NamedTuple):
     first_step: the step it starts at.
     needs_features: the start hook wants the training set's ``features``
       (``outputs(...)['features']``), computed by the loop.
+    needs_outputs: the start hook wants every output of the training set
+      (the dict ``outputs`` returns) in place of ``features``.
+    learning_rate: the phase trains at this constant rate with an optimizer
+      whose state (Adam's moments and count) starts anew at its first step:
+      a new objective, whose gradients the old moments do not describe.
+      ``None``: the run's schedule, which then ends where such a phase
+      begins.
   """
   name: str
   first_step: int
   needs_features: bool = False
+  needs_outputs: bool = False
+  learning_rate: float | None = None
 
 
 def choice(value, name: str, options) -> None:
@@ -105,6 +114,12 @@ class Method:
   def input_spec(self) -> InputSpec:
     return InputSpec()
 
+  def input_spec_for(self, phase: str) -> InputSpec:
+    """The inputs the loss of ``phase`` needs (default: ``input_spec``;
+    ``input_spec.standardize`` holds for every phase and evaluation)."""
+    del phase
+    return self.input_spec
+
   @property
   def num_neighbors(self) -> int:
     """Capability: train on neighbour pairs. ``k > 0``: the loop mines each
@@ -120,7 +135,8 @@ class Method:
   def start_phase(self, phase: str, model: nnx.Module,
                   features: np.ndarray | None) -> None:
     """Hook at the first step of ``phase``; may modify ``model`` in place.
-    ``features [n, ...]`` of the training set when the phase asked."""
+    ``features [n, ...]`` of the training set when the phase asked (the
+    outputs dict with ``needs_outputs``)."""
     del phase, model, features
 
   def loss(self, model: nnx.Module, inputs: Inputs, key: jax.Array,
@@ -134,10 +150,24 @@ class Method:
     ``'features'`` is always there (silhouette, the embedding plot)."""
     raise NotImplementedError
 
+  def embed(self, model: nnx.Module, x: jax.Array, *,
+            train: bool) -> jax.Array:
+    """``outputs(model, x)['features']`` (``[m, ...]``), with BatchNorm in
+    training mode when ``train`` (traced): what a head on the method's
+    features (self-labelling) is trained on."""
+    raise NotImplementedError
+
   def assign(self, outputs: dict) -> tuple[np.ndarray, dict]:
     """``(cluster ids [m] int32, info)`` by the method's rule; ``info``
     reports how the assignment went (e.g. Sinkhorn's convergence)."""
     raise NotImplementedError
+
+  def coding_length(self, outputs: dict, clusters: np.ndarray
+                    ) -> float | None:
+    """CPP's coding length (nats) of the features under ``clusters``,
+    for methods that code their features (MLC/CPP); ``None`` elsewhere."""
+    del outputs, clusters
+    return None
 
   def estimate_num_clusters(self, outputs: dict, candidates) -> dict:
     """``{'num_clusters': k, 'coding_length': {k: nats}}`` when

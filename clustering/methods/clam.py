@@ -194,6 +194,9 @@ class ClAM(base.Method):
         mask_fraction=hp.mask_fraction, clam_weight=hp.clam_weight,
         space=space)
 
+  def embed(self, model, x, *, train):
+    return model(x, train=train)[0]
+
   def outputs(self, model, x):
     z, _ = model(x, train=False)
     return {"features": z, "distances": memory_distances(

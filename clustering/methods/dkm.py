@@ -135,6 +135,9 @@ class DKM(base.Method):
                     alpha=self.inverse_temperature(step),
                     kmeans_weight=hp.kmeans_weight, space=space)
 
+  def embed(self, model, x, *, train):
+    return model(x, train=train)[0]
+
   def outputs(self, model, x):
     z, _ = model(x, train=False)
     return {"features": z,

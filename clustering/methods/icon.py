@@ -123,6 +123,9 @@ class ICon(base.Method):
         knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
         knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
 
+  def embed(self, model, x, *, train):
+    return model(x, train=train)[0]
+
   def outputs(self, model, x):
     h, logits = model(x, train=False)
     return {"features": h, "logits": logits}

@@ -301,6 +301,9 @@ class MCR2(base.Method):
                     frobenius_weight=hp.frobenius_weight,
                     cluster_invariance_weight=hp.cluster_invariance_weight)
 
+  def embed(self, model, x, *, train):
+    return model(x, train=train)[0]
+
   def outputs(self, model, x):
     z, c = model(x, train=False)
     return {"features": z, "cluster_features": c}
@@ -317,6 +320,11 @@ class MCR2(base.Method):
     return assign(outputs["cluster_features"], self.num_clusters,
                   eta=self.hp.eta, seed=self.seed,
                   membership=self._membership(outputs))
+
+  def coding_length(self, outputs, clusters):
+    return float(O.coding_length(jnp.asarray(outputs["features"]),
+                                 jnp.asarray(clusters), eps_sq=self.hp.eps_sq,
+                                 num_clusters=self.num_clusters))
 
   def estimate_num_clusters(self, outputs, candidates):
     return estimate_num_clusters(self._membership(outputs).gamma,

@@ -110,6 +110,9 @@ class SwAV(base.Method):
                      sinkhorn_iters=hp.sinkhorn_iters,
                      temperature=hp.temperature)
 
+  def embed(self, model, x, *, train):
+    return model(x, train=train)
+
   def outputs(self, model, x):
     z = model(x, train=False)
     return {"features": z,

@@ -66,3 +66,27 @@ def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):
   with pytest.raises(ValueError, match="--datasets"):
     quality.benchmark(datasets=["cifar"], methods=["clam"], seeds=[0],
                       out=str(tmp_path))
+
+
+def test_selection_report_ranks_seeds_against_acc():
+  def row(method, seed, acc, loss, entropy):
+    return dict(dataset="d", method=method, seed=seed, acc=acc,
+                final_loss=loss, silhouette=0.1, cluster_entropy=entropy,
+                coding_length=None)
+  rows = [row("swav", 0, 0.9, 1.0, 0.99), row("swav", 1, 0.7, 2.0, 0.90),
+          row("swav", 2, 0.8, 3.0, 0.95),
+          row("icon", 0, 0.5, 0.5, 0.80), row("icon", 1, 0.6, 0.4, 0.70),
+          row("icon", 2, 0.7, 0.3, 0.60),
+          row("jax_kmeans", 0, 0.1, None, 0.1)]  # baselines are left out
+  report = {r["measure"]: r for r in quality.selection_report(rows)}
+  # Loss (lower is better): swav's ranks are (1, 3, 2) for ACC (1, 3, 2):
+  # rho = 0.5 by hand; icon's agree fully: 1. Both pick the best seed.
+  assert report["final_loss"]["spearman"] == pytest.approx((0.5 + 1) / 2)
+  assert report["final_loss"]["best_seed_found"] == 2
+  # Entropy: swav rho = 1, icon rho = -1; it finds swav's best seed only.
+  assert report["cluster_entropy"]["spearman"] == pytest.approx(0.0)
+  assert report["cluster_entropy"]["best_seed_found"] == 1
+  assert report["silhouette"]["spearman"] is None  # constant: no ranking
+  assert "coding_length" not in report  # no recipe has it
+  table = quality.selection_markdown(list(report.values()))
+  assert "| final_loss (lower) | +0.75 | 2 of 2 recipes |" in table

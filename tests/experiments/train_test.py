@@ -89,14 +89,18 @@ def stop_at(step, exc):
 
 
 @pytest.mark.parametrize("method,exc", [("mcr2", Interrupt),
-                                        ("soft_kmeans", KeyboardInterrupt)])
+                                        ("soft_kmeans", KeyboardInterrupt),
+                                        ("swav+selflabel", Interrupt)])
 def test_interrupted_and_resumed_equals_uninterrupted(method, exc, tmp_path):
   """A crash resumes from the last periodic checkpoint; Ctrl-C saves first.
 
-  Both runs cross a phase boundary (MLC's cluster-head copy, DKM's k-means
-  init) between the checkpoint and the interruption.
+  Every run crosses a phase boundary (MLC's cluster-head copy, DKM's k-means
+  init, the self-label head's fit and its fresh optimizer) between the
+  checkpoint and the interruption.
   """
-  config = get_config(method)
+  config = get_config(method.split("+")[0])
+  if method.endswith("+selflabel"):
+    config.selflabel.steps = 10  # from step 14
   config.train.num_steps = 24
   config.train.log_every = 1
   full = train.train_and_evaluate(config, str(tmp_path / "full"),
