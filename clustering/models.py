@@ -270,17 +270,48 @@ class SwAVModel(nnx.Module):
 
 
 class IConModel(nnx.Module):
-  """I-Con: a backbone and a linear(-MLP) cluster head giving logits."""
+  """I-Con: a backbone and ``num_heads`` linear(-MLP) cluster heads giving
+  logits.
 
-  def __init__(self, encoder, *, head_hidden, num_clusters, rngs):
+  Several heads are trained at once on the shared backbone (as in SCAN);
+  ``head_loss`` keeps a running mean of each head's loss (updated by the
+  training loss through :meth:`record_head_losses`) and the model's logits
+  are those of the head with the lowest one: a choice made without labels.
+  """
+
+  def __init__(self, encoder, *, head_hidden, num_clusters, rngs,
+               num_heads: int = 1):
     self.encoder = encoder
-    self.head = ProjectionHead(encoder.out_dim, head_hidden, num_clusters,
-                               normalize=False, rngs=rngs)
+    self.heads = nnx.List([ProjectionHead(encoder.out_dim, head_hidden,
+                                          num_clusters, normalize=False,
+                                          rngs=rngs)
+                           for _ in range(num_heads)])
+    self.head_loss = Constant(jnp.zeros((num_heads,)))
+    self.head_loss_weight = Constant(jnp.zeros(()))
+
+  def all_logits(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(backbone features [n, h], logits [H, n, k])``."""
+    h = self.encoder(x, train=train)
+    return h, jnp.stack([head(h, train=train) for head in self.heads])
+
+  def best_head(self) -> jax.Array:
+    """Index of the head with the lowest running loss (0 before any)."""
+    return jnp.argmin(self.head_loss[...])
+
+  def record_head_losses(self, losses: jax.Array, decay: float = 0.98):
+    """Folds one step's per-head losses ``[H]`` into the running means
+    (exponential, bias-corrected: the first step counts fully)."""
+    weight = decay * self.head_loss_weight[...] + (1 - decay)
+    mean = self.head_loss[...] * self.head_loss_weight[...] * decay
+    self.head_loss[...] = (mean + (1 - decay)
+                           * jax.lax.stop_gradient(losses)) / weight
+    self.head_loss_weight[...] = weight
 
   def __call__(self, x, *, train: bool = False):
-    """``x [n, ...]`` -> ``(backbone features [n, h], logits [n, k])``."""
-    h = self.encoder(x, train=train)
-    return h, self.head(h, train=train)
+    """``x [n, ...]`` -> ``(backbone features [n, h], logits [n, k])`` of
+    the best head."""
+    h, logits = self.all_logits(x, train=train)
+    return h, logits[self.best_head()]
 
 
 class Embedding(nnx.Module):

@@ -29,6 +29,7 @@ def get_config(arg=None):
       alpha_p=0.6,
       alpha_q=0.6,
       temperature=1.0,
+      num_heads=1,        # cluster heads; the lowest running loss assigns
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))

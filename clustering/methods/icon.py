@@ -19,7 +19,10 @@ The pairs (``objective.neighbors``):
   ``data.name='npy'``), and pairs each anchor with one of them, both
   augmented.
 
-Assignment: ``argmax_c P``.
+Assignment: ``argmax_c P``. With ``objective.num_heads > 1`` several
+cluster heads share the backbone (SCAN's heads: the objective has
+merge-and-split local optima, and its value tells them apart); each is
+trained on its own loss and the one with the lowest running loss assigns.
 """
 
 from __future__ import annotations
@@ -87,9 +90,13 @@ class Hparams:
   alpha_p: float
   alpha_q: float
   temperature: float
+  num_heads: int = 1   # cluster heads trained at once; lowest loss assigns
 
   def __post_init__(self):
     base.choice(self.neighbors, "objective.neighbors", ("batch", "input"))
+    if self.num_heads < 1:
+      raise ValueError(f"objective.num_heads must be >= 1; got "
+                       f"{self.num_heads}.")
     for name in ("alpha_p", "alpha_q"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"objective.{name} must be in [0, 1); got "
@@ -109,26 +116,44 @@ class ICon(base.Method):
     return models.IConModel(
         models.make_encoder(spec, example_shape, rngs=rngs),
         head_hidden=spec.head_hidden, num_clusters=self.num_clusters,
-        rngs=rngs)
+        rngs=rngs, num_heads=self.hp.num_heads)
 
   def loss(self, model, inputs, key, step, phase):
     del key, step, phase
     hp = self.hp
     flat = inputs.views.reshape((-1,) + inputs.views.shape[2:])
-    _, logits = model(flat, train=True)
+    _, logits = model.all_logits(flat, train=True)
     batch_knn = hp.neighbors == "batch"
-    return icon_clustering_loss(
-        logits, temperature=hp.temperature, alpha_p=hp.alpha_p,
+    per_head = [icon_clustering_loss(
+        head_logits, temperature=hp.temperature, alpha_p=hp.alpha_p,
         alpha_q=hp.alpha_q,
         knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
         knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
+        for head_logits in logits]
+    if len(per_head) == 1:
+      return per_head[0]
+    # SCAN's several heads: each its own loss, the backbone their mean.
+    losses = jnp.stack([loss for loss, _ in per_head])
+    model.record_head_losses(losses)
+    terms = {f"kl_head{h}": loss for h, loss in enumerate(losses)}
+    terms.update(kl=jnp.mean(losses), cluster_entropy=jnp.mean(jnp.stack(
+        [t["cluster_entropy"] for _, t in per_head])))
+    return jnp.mean(losses), terms
 
   def embed(self, model, x, *, train):
     return model(x, train=train)[0]
 
   def outputs(self, model, x):
     h, logits = model(x, train=False)
-    return {"features": h, "logits": logits}
+    return {"features": h, "logits": logits, "head_losses": jnp.broadcast_to(
+        model.head_loss[...], (x.shape[0], self.hp.num_heads))}
 
   def assign(self, outputs):
-    return np.argmax(outputs["logits"], axis=-1).astype(np.int32), {}
+    """Argmax of the best head's logits; with several heads, ``info``
+    names the head (``head``) and every head's running loss."""
+    clusters = np.argmax(outputs["logits"], axis=-1).astype(np.int32)
+    if self.hp.num_heads == 1:
+      return clusters, {}
+    losses = np.asarray(outputs["head_losses"][0], np.float64)
+    return clusters, {"head": int(np.argmin(losses)),
+                      "head_losses": [float(v) for v in losses]}

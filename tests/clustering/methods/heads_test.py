@@ -1,0 +1,92 @@
+"""Several I-Con cluster heads, the lowest running loss assigning."""
+
+import json
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clustering import models
+from clustering.methods import icon
+from configs import icon as icon_config
+from experiments import train
+
+
+def make_model(num_heads=3):
+  return models.IConModel(models.Identity((6,)), head_hidden=(), num_clusters=4,
+                          rngs=nnx.Rngs(0), num_heads=num_heads)
+
+
+def test_running_head_losses_are_bias_corrected_exponential_means():
+  model = make_model()
+  rng = np.random.default_rng(0)
+  steps = rng.uniform(0, 5, size=(7, 3))
+  for losses in steps:
+    model.record_head_losses(jnp.asarray(losses, jnp.float32), decay=0.9)
+  w = 0.9 ** np.arange(6, -1, -1)  # the newest step weighs most
+  want = (w[:, None] * steps).sum(0) / w.sum()
+  np.testing.assert_allclose(np.asarray(model.head_loss[...]), want,
+                             rtol=1e-5)
+  # The first step counts fully (no pull towards the zero start).
+  fresh = make_model()
+  fresh.record_head_losses(jnp.array([1.0, 2.0, 3.0]))
+  np.testing.assert_allclose(np.asarray(fresh.head_loss[...]), [1, 2, 3],
+                             rtol=1e-6)
+
+
+def test_the_head_with_the_lowest_running_loss_gives_the_logits():
+  model = make_model()
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(5, 6)), jnp.float32)
+  _, every = model.all_logits(x)
+  for best in range(3):
+    losses = jnp.full((3,), 2.0).at[best].set(1.0)
+    model.head_loss[...] = losses
+    np.testing.assert_array_equal(np.asarray(model(x)[1]),
+                                  np.asarray(every[best]))
+  assert not np.allclose(every[0], every[1])  # distinct initialisations
+
+
+def test_loss_is_the_mean_of_each_heads_own_loss():
+  config = icon_config.get_config("quick")
+  config.objective.num_heads = 3
+  method = icon.ICon.from_config(config)
+  model = method.create_model(nnx.Rngs(0), (8, 8, 1))
+  views = jnp.asarray(np.random.default_rng(2).normal(size=(2, 16, 8, 8, 1)),
+                      jnp.float32)
+  inputs = icon.base.Inputs(views, None)
+  loss, terms = method.loss(model, inputs, jax.random.key(0), 0, "train")
+  _, logits = model.all_logits(views.reshape(32, 8, 8, 1), train=True)
+  flat = views.reshape(32, -1)
+  each = [float(icon.icon_clustering_loss(
+      l, alpha_p=config.objective.alpha_p, alpha_q=config.objective.alpha_q,
+      knn_inputs=flat, knn_k=config.objective.knn_k,
+      knn_walks=config.objective.knn_walks)[0]) for l in logits]
+  np.testing.assert_allclose(float(loss), np.mean(each), rtol=1e-5)
+  np.testing.assert_allclose([float(terms[f"kl_head{h}"]) for h in range(3)],
+                             each, rtol=1e-5)
+  # The step recorded them.
+  np.testing.assert_allclose(np.asarray(model.head_loss[...]), each,
+                             rtol=1e-5)
+
+
+def test_a_run_records_the_chosen_head_and_every_heads_loss(tmp_path):
+  config = icon_config.get_config("quick")
+  config.objective.num_heads = 3
+  results = train.train_and_evaluate(config, str(tmp_path),
+                                     show_progress=False)
+  assert len(results["head_losses"]) == 3
+  assert results["head"] == int(np.argmin(results["head_losses"]))
+  records = [json.loads(l) for l in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  last = [r for r in records if "kl_head0" in r][-1]
+  assert last["loss"] == pytest.approx(
+      np.mean([last[f"kl_head{h}"] for h in range(3)]), rel=1e-5)
+
+
+def test_num_heads_must_be_positive():
+  config = icon_config.get_config("quick")
+  config.objective.num_heads = 0
+  with pytest.raises(ValueError, match="objective.num_heads must be >= 1"):
+    icon.ICon.from_config(config)
