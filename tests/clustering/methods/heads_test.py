@@ -48,6 +48,7 @@ def test_the_head_with_the_lowest_running_loss_gives_the_logits():
   assert not np.allclose(every[0], every[1])  # distinct initialisations
 
 
+@pytest.mark.slow
 def test_loss_is_the_mean_of_each_heads_own_loss():
   config = icon_config.get_config("quick")
   config.objective.num_heads = 3
@@ -71,6 +72,7 @@ def test_loss_is_the_mean_of_each_heads_own_loss():
                              rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_records_the_chosen_head_and_every_heads_loss(tmp_path):
   config = icon_config.get_config("quick")
   config.objective.num_heads = 3

@@ -87,6 +87,7 @@ def test_no_confident_row_leaves_only_the_prior():
       clean, strong, 0.9, 1.0)[2], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences():
   rng = np.random.default_rng(2)
   clean = jnp.asarray(rng.normal(size=(12, 4)) * 3)
@@ -179,6 +180,7 @@ def test_the_phase_is_appended_with_its_own_rate_and_inputs():
   assert type(methods.build(config)).__name__ == "SwAV"
 
 
+@pytest.mark.slow
 def test_the_run_switches_to_the_head_its_rate_and_a_fresh_optimizer(
     tmp_path):
   config = swav.get_config("quick")
