@@ -505,3 +505,27 @@ def test_cluster_count_is_the_independent_coding_length_argmin():
   best = min(expected, key=expected.get)
   assert ev["info"]["num_clusters_estimate"] == best == 4
   assert ev["scores"]["acc"] == 1.0
+
+
+# ------------------------------------------- label-free model selection
+
+
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
+def test_model_selection_measures_against_numpy(tmp_path):
+  """``cluster_entropy`` and ``coding_length`` in results.json, recomputed
+  from the saved predictions by the formulas written out."""
+  config = mcr2_config.get_config("quick")
+  results = train.train_and_evaluate(config, str(tmp_path),
+                                     show_progress=False)
+  pred = np.load(tmp_path / "predictions.npz")
+  clusters = pred["cluster"]
+  p = np.bincount(clusters) / len(clusters)
+  p = p[p > 0]
+  assert results["cluster_entropy"] == pytest.approx(
+      -np.sum(p * np.log(p)) / np.log(config.num_clusters), rel=1e-6)
+  features = np.float64(pred["features"])
+  assert results["coding_length"] == pytest.approx(
+      _np_coding_length(features, clusters, config.objective.eps_sq)
+      / len(clusters), rel=1e-3)
+  # Methods that do not code their features report none.
+  assert base.Method.coding_length(object(), {}, clusters) is None
