@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from absl import logging
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,7 +222,6 @@ class SelfLabelled(base.Method):
     return models.SelfLabelModel(inner, dim, self.num_clusters, rngs=rngs)
 
   def _feature_dim(self, model, example_shape) -> int:
-    from flax import nnx  # pylint: disable=g-import-not-at-top
     graphdef, state = nnx.split(model)
     x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), jnp.float32)
     out = jax.eval_shape(
