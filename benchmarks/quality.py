@@ -22,7 +22,7 @@ Writes to ``--out``:
   data, for ClAM's claim),
   ``seconds`` (training + assignment wall time), ``seed``, and the
   label-free model-selection measures of each run (``final_loss``,
-  ``cluster_entropy``, ``coding_length`` for MLC/CPP,
+  ``cluster_entropy``, ``coding_length_per_example`` for MLC/CPP,
   ``selflabel_agreement`` when the recipe self-labels);
 * ``<dataset>/<method>.npz``: ``index``, ``cluster``, ``label`` (first seed);
 * ``results.md``: mean ± std over seeds (0, 1 and 2 by default), how well
@@ -192,7 +192,7 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     scores = {key: res[key] for key in ("acc", "nmi", "ari", "silhouette")}
     seconds = res["seconds"]
     label_free = {key: res.get(key) for key in (
-        "final_loss", "cluster_entropy", "coding_length",
+        "final_loss", "cluster_entropy", "coding_length_per_example",
         "selflabel_agreement")}
   else:
     t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     scores = metrics_lib.clustering_metrics(labels, clusters, x)
     sizes = np.bincount(clusters, minlength=k) / len(clusters)
     sizes = sizes[sizes > 0]
-    label_free = dict(final_loss=None, coding_length=None,
+    label_free = dict(final_loss=None, coding_length_per_example=None,
                       selflabel_agreement=None, cluster_entropy=float(
                           -np.sum(sizes * np.log(sizes)) / np.log(k)))
   row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,
@@ -232,7 +232,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 # Label-free measures and the direction in which a run is better.
 SELECTION = (("final_loss", -1), ("silhouette", 1), ("cluster_entropy", 1),
-             ("coding_length", -1))
+             ("coding_length_per_example", -1))
 
 
 def selection_report(rows: list[dict]) -> list[dict]:

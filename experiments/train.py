@@ -389,9 +389,10 @@ def model_selection(run: Run, outputs: dict, clusters: np.ndarray) -> dict:
   """What tells a good run from a collapsed one without labels.
 
   ``cluster_entropy``: the entropy of the cluster sizes over ``log k``
-  (1: equal sizes; a collapse drives it down); ``coding_length``: CPP's
-  coding length of the features under the assignment, per example (nats;
-  MLC/CPP only, else None). With ``silhouette`` (in the method's own space)
+  (1: equal sizes; a collapse drives it down); ``coding_length_per_example``:
+  CPP's coding length of the features under the assignment over ``n``
+  (nats; MLC/CPP only, else None; ``coding_length`` is the cluster-count
+  estimate's, per candidate k). With ``silhouette`` (in the method's own space)
   and the final loss, in ``results.json``.
   """
   k = run.config.num_clusters
@@ -400,8 +401,8 @@ def model_selection(run: Run, outputs: dict, clusters: np.ndarray) -> dict:
   length = run.method.coding_length(outputs, clusters)
   return dict(cluster_entropy=float(-np.sum(sizes * np.log(sizes))
                                     / np.log(k)),
-              coding_length=(None if length is None
-                             else length / len(clusters)))
+              coding_length_per_example=(None if length is None
+                                         else length / len(clusters)))
 
 
 # -------------------------------------------------------------------- run

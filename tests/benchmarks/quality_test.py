@@ -72,7 +72,7 @@ def test_selection_report_ranks_seeds_against_acc():
   def row(method, seed, acc, loss, entropy):
     return dict(dataset="d", method=method, seed=seed, acc=acc,
                 final_loss=loss, silhouette=0.1, cluster_entropy=entropy,
-                coding_length=None)
+                coding_length_per_example=None)
   rows = [row("swav", 0, 0.9, 1.0, 0.99), row("swav", 1, 0.7, 2.0, 0.90),
           row("swav", 2, 0.8, 3.0, 0.95),
           row("icon", 0, 0.5, 0.5, 0.80), row("icon", 1, 0.6, 0.4, 0.70),
@@ -87,6 +87,6 @@ def test_selection_report_ranks_seeds_against_acc():
   assert report["cluster_entropy"]["spearman"] == pytest.approx(0.0)
   assert report["cluster_entropy"]["best_seed_found"] == 1
   assert report["silhouette"]["spearman"] is None  # constant: no ranking
-  assert "coding_length" not in report  # no recipe has it
+  assert "coding_length_per_example" not in report  # no recipe has it
   table = quality.selection_markdown(list(report.values()))
   assert "| final_loss (lower) | +0.75 | 2 of 2 recipes |" in table

@@ -512,7 +512,8 @@ def test_cluster_count_is_the_independent_coding_length_argmin():
 
 @pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_model_selection_measures_against_numpy(tmp_path):
-  """``cluster_entropy`` and ``coding_length`` in results.json, recomputed
+  """``cluster_entropy`` and ``coding_length_per_example`` in results.json
+  (next to the cluster-count estimate's ``coding_length``), recomputed
   from the saved predictions by the formulas written out."""
   config = mcr2_config.get_config("quick")
   results = train.train_and_evaluate(config, str(tmp_path),
@@ -524,7 +525,7 @@ def test_model_selection_measures_against_numpy(tmp_path):
   assert results["cluster_entropy"] == pytest.approx(
       -np.sum(p * np.log(p)) / np.log(config.num_clusters), rel=1e-6)
   features = np.float64(pred["features"])
-  assert results["coding_length"] == pytest.approx(
+  assert results["coding_length_per_example"] == pytest.approx(
       _np_coding_length(features, clusters, config.objective.eps_sq)
       / len(clusters), rel=1e-3)
   # Methods that do not code their features report none.
