@@ -199,11 +199,10 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     clusters = np.asarray(run_baseline(method, x, k, seed)).astype(np.int32)
     seconds = time.perf_counter() - t0
     scores = metrics_lib.clustering_metrics(labels, clusters, x)
-    sizes = np.bincount(clusters, minlength=k) / len(clusters)
-    sizes = sizes[sizes > 0]
     label_free = dict(final_loss=None, coding_length_per_example=None,
-                      selflabel_agreement=None, cluster_entropy=float(
-                          -np.sum(sizes * np.log(sizes)) / np.log(k)))
+                      selflabel_agreement=None,
+                      cluster_entropy=metrics_lib.cluster_size_entropy(
+                          clusters, k))
   row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,
              **{key: float(v) for key, v in scores.items()}, **label_free,
              silhouette_input=silhouette_on(x, clusters, seed),

@@ -395,21 +395,15 @@ def model_selection(run: Run, outputs: dict, clusters: np.ndarray) -> dict:
   estimate's, per candidate k). With ``silhouette`` (in the method's own space)
   and the final loss, in ``results.json``.
   """
-  k = run.config.num_clusters
-  sizes = np.bincount(clusters, minlength=k) / len(clusters)
-  sizes = sizes[sizes > 0]
   length = run.method.coding_length(outputs, clusters)
-  return dict(cluster_entropy=float(-np.sum(sizes * np.log(sizes))
-                                    / np.log(k)),
-              coding_length_per_example=(None if length is None
-                                         else length / len(clusters)))
+  return dict(
+      cluster_entropy=metrics_lib.cluster_size_entropy(
+          clusters, run.config.num_clusters),
+      coding_length_per_example=(None if length is None
+                                 else length / len(clusters)))
 
 
 # -------------------------------------------------------------------- run
-
-
-def _phase_at(phases: list[methods.Phase], step: int) -> methods.Phase:
-  return [p for p in phases if p.first_step <= step][-1]
 
 
 def train_and_evaluate(config, workdir: str, *,
@@ -443,7 +437,7 @@ def train_and_evaluate(config, workdir: str, *,
     with Session(run, ckpt, writer, start_step=start_step,
                  show_progress=show_progress) as session:
       for step in range(start_step, config.train.num_steps):
-        phase = _phase_at(run.method.phases, step)
+        phase = methods.phase_at(run.method.phases, step)
         if step == phase.first_step:
           run.trainer.start_phase(phase, run.train_ds)
         session.record(phase.name,

@@ -143,7 +143,7 @@ class Trainer:
                for p in jax.tree.leaves(self.state["params"]))
 
   def learning_rate(self, step: int) -> float:
-    phase = [p for p in self.phases if p.first_step <= step][-1]
+    phase = methods.phase_at(self.phases, step)
     if phase.learning_rate is not None:
       return float(phase.learning_rate)
     return float(self.schedule(step))

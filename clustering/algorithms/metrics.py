@@ -73,6 +73,15 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
   return float(sk_metrics.adjusted_rand_score(t, p))
 
 
+def cluster_size_entropy(labels_pred, num_clusters: int) -> float:
+  """Entropy of the cluster sizes over ``log num_clusters`` (1: equal
+  sizes; lower as clusters shrink or empty). Needs no labels."""
+  p = np.bincount(_labels(labels_pred, "labels_pred"),
+                  minlength=num_clusters) / len(labels_pred)
+  p = p[p > 0]
+  return float(-np.sum(p * np.log(p)) / np.log(num_clusters))
+
+
 def clustering_metrics(labels_true, labels_pred, features=None) -> dict:
   """ACC, NMI, ARI and (when `features` is given) silhouette."""
   out = {

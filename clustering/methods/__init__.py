@@ -9,6 +9,7 @@ loss and assignment functions, which the estimators call too.
 
 from clustering.methods.base import Method
 from clustering.methods.base import Phase
+from clustering.methods.base import phase_at
 from clustering.methods.clam import ClAM
 from clustering.methods.dkm import DKM
 from clustering.methods.icon import ICon

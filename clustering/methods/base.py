@@ -32,7 +32,8 @@ from clustering.algorithms.kmeans import kmeans as fit_kmeans
 from clustering.data.pipeline import Inputs
 from clustering.data.pipeline import InputSpec
 
-__all__ = ["Phase", "Method", "Inputs", "InputSpec", "init_prototypes",
+__all__ = ["Phase", "phase_at", "Method", "Inputs", "InputSpec",
+           "init_prototypes",
            "view_batch"]
 
 
@@ -57,6 +58,11 @@ class Phase(NamedTuple):
   needs_features: bool = False
   needs_outputs: bool = False
   learning_rate: float | None = None
+
+
+def phase_at(phases: list[Phase], step: int) -> Phase:
+  """The phase that ``step`` belongs to."""
+  return [p for p in phases if p.first_step <= step][-1]
 
 
 def choice(value, name: str, options) -> None:
