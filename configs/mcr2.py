@@ -35,6 +35,9 @@ def get_config(arg=None):
       cluster_invariance_weight=0.0,
       frobenius_weight=0.0,
       init_cluster_head=True,
+      # Evaluation sets larger than this are cut on this many anchors'
+      # Gamma (memory O(m^2 + n), not O(n^2)); smaller ones densely.
+      membership_anchors=4096,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))

@@ -176,8 +176,11 @@ class MCR2Clustering(JaxClusterer):
   0.175), and ``Gamma`` comes from the learned cluster head instead. This is
   CPP's recipe for pre-trained (CLIP/DINO) features.
 
-  Memory is ``O(n^2)`` (``Gamma``): fine to tens of thousands of samples.
-  The method is transductive, so there is no ``predict``.
+  Up to ``n_anchors`` samples ``Gamma`` is ``[n, n]``; above, it is the
+  ``Gamma`` of ``n_anchors`` samples drawn with ``random_state``, every
+  sample joining the cluster that holds most of its row against them
+  (memory ``O(n_anchors^2 + n)``; ``None``: always dense). The method is
+  transductive, so there is no ``predict``.
 
   Attributes:
     labels_: ``[n]``.
@@ -194,7 +197,8 @@ class MCR2Clustering(JaxClusterer):
                hidden_layer_sizes: Sequence[int] = (256,), z_dim: int = 32,
                eps_sq: float = 0.1, frobenius_weight: float = 0.05,
                max_iter: int = 500, batch_size: int = 512,
-               learning_rate: float = 1e-3, random_state=None):
+               learning_rate: float = 1e-3, n_anchors: int | None = 4096,
+               random_state=None):
     self.n_clusters = n_clusters
     self.eta = eta
     self.center = center
@@ -207,12 +211,17 @@ class MCR2Clustering(JaxClusterer):
     self.max_iter = max_iter
     self.batch_size = batch_size
     self.learning_rate = learning_rate
+    self.n_anchors = n_anchors
     self.random_state = random_state
 
   def fit(self, X, y=None):
     del y
     X = self._validate_fit(X)
     eta = _check_positive(self.eta, "eta")
+    if self.n_anchors is not None and not (
+        isinstance(self.n_anchors, (int, np.integer)) and self.n_anchors >= 2):
+      raise ValueError(f"`n_anchors`={self.n_anchors!r} must be an integer "
+                       ">= 2 or None.")
     seed = self._seed()
     if self.center:
       X = X - X.mean(axis=0, keepdims=True)
@@ -235,7 +244,8 @@ class MCR2Clustering(JaxClusterer):
       self.labels_ = np.zeros((X.shape[0],), np.int32)
       self.converged_, self.n_iter_ = True, int(self.max_iter)
       return self
-    self.labels_, info = mcr2.assign(z, self.n_clusters, eta=eta, seed=seed)
+    self.labels_, info = mcr2.assign(z, self.n_clusters, eta=eta, seed=seed,
+                                     num_anchors=self.n_anchors)
     self.converged_ = info["membership_converged"]
     self.n_iter_ = (int(self.max_iter) if self.learn_head
                     else info["membership_iterations"])

@@ -16,8 +16,12 @@ the Age of Pretrained Models" (ICLR 2024, CPP). The model
    (``[B, B]``, each column a cluster); CPP's ``w`` is 0.05, MLC's 0.
 
 Assignment (:func:`assign`): spectral clustering on the evaluation set's
-``Gamma`` (:func:`evaluation_membership`). The number of clusters can be
-chosen by CPP's coding length (:func:`estimate_num_clusters`).
+``Gamma`` (:func:`evaluation_membership`); above ``membership_anchors``
+samples, on the ``Gamma`` of that many anchors, every sample joining the
+cluster that holds most of its row of the plan against them
+(:func:`extend_to_all`), so memory grows with ``n``, not ``n^2``. The
+number of clusters can be chosen by CPP's coding length
+(:func:`estimate_num_clusters`).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from clustering.algorithms import spectral
 from clustering.methods import base
 
 __all__ = ["Hparams", "mlc_loss", "tcr_loss", "Membership",
-           "evaluation_membership", "assign", "estimate_num_clusters",
-           "init_cluster_head", "MCR2"]
+           "AnchoredMembership", "evaluation_membership",
+           "anchored_membership", "membership_of", "extend_to_all", "assign",
+           "estimate_num_clusters", "init_cluster_head", "MCR2"]
 
 DIFFERENTIATION = ("cpp", "unroll", "implicit")
 
@@ -130,11 +135,15 @@ class Membership(NamedTuple):
     converged: the marginal error reached :data:`MEMBERSHIP_TOL`.
     iterations: Sinkhorn iterations run.
     error: the final L1 marginal error.
+    log_weights: ``[n]`` the plan's column potentials ``g`` (units of
+      ``1/eta``): a new sample ``x``'s row of ``Gamma`` against these
+      samples is ``softmax_j(|c_x . c_j| / eta + g_j)``.
   """
   gamma: np.ndarray
   converged: bool
   iterations: int
   error: float
+  log_weights: np.ndarray | None = None
 
 
 @jax.jit
@@ -143,7 +152,7 @@ def _membership(c, eta):
                    max_iters=MEMBERSHIP_MAX_ITERS)
   gamma = c.shape[0] * out.plan
   return (gamma * (1.0 - jnp.eye(c.shape[0], dtype=gamma.dtype)),
-          out.converged, out.iterations, out.error)
+          out.converged, out.iterations, out.error, out.g)
 
 
 def evaluation_membership(c, *, eta: float) -> Membership:
@@ -159,9 +168,9 @@ def evaluation_membership(c, *, eta: float) -> Membership:
     eta: the Sinkhorn entropy.
   """
   c = models.l2_normalize(jnp.asarray(c, jnp.float32))
-  gamma, converged, iterations, error = _membership(c, float(eta))
+  gamma, converged, iterations, error, g = _membership(c, float(eta))
   membership = Membership(np.asarray(gamma), bool(converged), int(iterations),
-                          float(error))
+                          float(error), np.asarray(g))
   if not membership.converged:
     logging.warning("The evaluation membership's Sinkhorn stopped after %d "
                     "iterations at error %.2e > %.0e; the assignment may be "
@@ -170,27 +179,74 @@ def evaluation_membership(c, *, eta: float) -> Membership:
   return membership
 
 
-def assign(c, num_clusters: int, *, eta: float, seed: int = 0,
-           membership: Membership | None = None) -> tuple[np.ndarray, dict]:
-  """MLC/CPP's assignment: spectral clustering of ``Gamma`` of ``c``.
+class AnchoredMembership(NamedTuple):
+  """``Gamma`` of ``m`` anchors, the rows every other sample is cut by.
 
-  Args:
-    c: ``[n, p]`` cluster features (the cluster head's outputs).
-    num_clusters: ``k``.
-    eta: the Sinkhorn entropy.
-    seed: spectral clustering's k-means seed.
-    membership: ``evaluation_membership(c, eta=eta)`` when already known.
-
-  Returns:
-    ``(labels [n] int32, info)``, info with the membership's
-    ``membership_converged``, ``membership_iterations`` and
-    ``membership_error``.
+  Attributes:
+    anchors: ``[m]`` sorted indices of the anchors in the evaluation set.
+    membership: the anchors' dense :class:`Membership` (``[m, m]``).
   """
-  if membership is None:
-    membership = evaluation_membership(c, eta=eta)
-  labels = spectral.spectral_clustering(membership.gamma, num_clusters,
-                                        seed=seed)
-  return labels, _info(membership)
+  anchors: np.ndarray
+  membership: Membership
+
+
+def anchored_membership(c, *, eta: float, num_anchors: int,
+                        seed: int = 0) -> AnchoredMembership:
+  """The membership of ``num_anchors`` samples of ``c`` drawn uniformly
+  (seeded, without replacement): ``O(m^2)`` memory whatever ``n`` is."""
+  n = np.shape(c)[0]
+  anchors = np.sort(np.random.default_rng(seed).choice(
+      n, size=min(int(num_anchors), n), replace=False))
+  return AnchoredMembership(
+      anchors, evaluation_membership(np.asarray(c)[anchors], eta=eta))
+
+
+@functools.partial(jax.jit, static_argnames=("num_clusters",))
+def _vote_block(c, anchor_c, log_weights, anchor_labels, eta, *,
+                num_clusters):
+  """``[b, k]``: each row's ``Gamma`` mass on each anchor cluster."""
+  c = models.l2_normalize(c)
+  logits = jnp.abs(c @ anchor_c.T) / eta + log_weights[None, :]
+  rows = jax.nn.softmax(logits, axis=1)  # [b, m], each row sums to 1
+  return rows @ jax.nn.one_hot(anchor_labels, num_clusters, dtype=rows.dtype)
+
+
+def extend_to_all(c, anchored: AnchoredMembership, anchor_labels,
+                  num_clusters: int, *, eta: float, block_size: int = 4096,
+                  devices=None) -> np.ndarray:
+  """Cluster ids ``[n]`` of every row of ``c`` from the anchors' partition.
+
+  A sample's row of the Sinkhorn plan against the anchors is fixed by the
+  plan's column potentials (the row marginal sets its own potential):
+  ``Gamma_xj = softmax_j(|c_x . c_j| / eta + g_j)``. The sample joins the
+  anchor cluster that holds the most of that row, so the cut of the
+  anchors' ``Gamma`` is carried to the rest without an ``n x n`` matrix.
+  Rows go in blocks of ``block_size``, each block sharded over ``devices``
+  (default: this process's devices): ``O(block_size * m)`` memory, ``O(n m
+  p)`` time.
+  """
+  c = np.asarray(c, np.float32)
+  devices = list(devices or jax.local_devices())
+  mesh = jax.sharding.Mesh(np.array(devices), ("rows",))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
+  replicated = jax.sharding.NamedSharding(mesh,
+                                          jax.sharding.PartitionSpec())
+  anchor_c = jax.device_put(models.l2_normalize(
+      jnp.asarray(c[anchored.anchors])), replicated)
+  log_weights = jax.device_put(
+      jnp.asarray(anchored.membership.log_weights, jnp.float32), replicated)
+  anchor_labels = jax.device_put(jnp.asarray(anchor_labels, jnp.int32),
+                                 replicated)
+  block_size = -(-block_size // len(devices)) * len(devices)
+  out = []
+  for start in range(0, c.shape[0], block_size):
+    block = c[start:start + block_size]
+    pad = -block.shape[0] % len(devices)  # every device gets equal rows
+    block = np.pad(block, ((0, pad), (0, 0)), constant_values=1.0)
+    mass = _vote_block(jax.device_put(block, rows), anchor_c, log_weights,
+                       anchor_labels, float(eta), num_clusters=num_clusters)
+    out.append(np.asarray(jnp.argmax(mass, axis=1))[:len(block) - pad])
+  return np.concatenate(out).astype(np.int32)
 
 
 def _info(membership: Membership) -> dict:
@@ -199,14 +255,69 @@ def _info(membership: Membership) -> dict:
               membership_error=membership.error)
 
 
-def estimate_num_clusters(gamma: np.ndarray, z, candidates, *, eps_sq: float,
+def assign(c, num_clusters: int, *, eta: float, seed: int = 0,
+           num_anchors: int | None = None,
+           membership: Membership | AnchoredMembership | None = None
+           ) -> tuple[np.ndarray, dict]:
+  """MLC/CPP's assignment: spectral clustering of ``Gamma`` of ``c``.
+
+  Up to ``num_anchors`` samples (``None``: any ``n``) the whole ``[n, n]``
+  ``Gamma`` is cut, as the reference code does. Above, ``num_anchors``
+  samples drawn with ``seed`` are cut and every sample joins the cluster
+  holding most of its ``Gamma`` row against them (:func:`extend_to_all`):
+  memory ``O(m^2 + n)`` instead of ``O(n^2)``.
+
+  Args:
+    c: ``[n, p]`` cluster features (the cluster head's outputs).
+    num_clusters: ``k``.
+    eta: the Sinkhorn entropy.
+    seed: the anchors' draw and spectral clustering's k-means seed.
+    num_anchors: the largest ``n`` cut densely, and the anchors above it.
+    membership: :func:`membership_of` ``c`` when already known.
+
+  Returns:
+    ``(labels [n] int32, info)``, info with the membership's
+    ``membership_converged``, ``membership_iterations`` and
+    ``membership_error``, and ``membership_anchors`` (``m``, or ``n`` when
+    dense).
+  """
+  if membership is None:
+    membership = membership_of(c, eta=eta, num_anchors=num_anchors,
+                               seed=seed)
+  return _cut(c, membership, num_clusters, eta=eta, seed=seed)
+
+
+def membership_of(c, *, eta: float, num_anchors: int | None, seed: int = 0
+                  ) -> Membership | AnchoredMembership:
+  """The dense membership up to ``num_anchors`` samples, else anchored."""
+  if num_anchors is None or np.shape(c)[0] <= num_anchors:
+    return evaluation_membership(c, eta=eta)
+  return anchored_membership(c, eta=eta, num_anchors=num_anchors, seed=seed)
+
+
+def _cut(c, membership, num_clusters, *, eta, seed):
+  if isinstance(membership, Membership):
+    labels = spectral.spectral_clustering(membership.gamma, num_clusters,
+                                          seed=seed)
+    return labels, dict(_info(membership),
+                        membership_anchors=len(membership.gamma))
+  anchor_labels = spectral.spectral_clustering(membership.membership.gamma,
+                                               num_clusters, seed=seed)
+  labels = extend_to_all(c, membership, anchor_labels, num_clusters, eta=eta)
+  return labels, dict(_info(membership.membership),
+                      membership_anchors=len(membership.anchors))
+
+
+def estimate_num_clusters(membership: Membership | AnchoredMembership, c, z,
+                          candidates, *, eta: float, eps_sq: float,
                           seed: int = 0) -> dict:
   """CPP's model selection: the cluster count with the shortest code.
 
-  For each ``k`` in ``candidates`` the membership is cut into ``k``
-  clusters by spectral clustering and the features ``z`` are coded under
-  that partition (:func:`objectives.coding_length`); the shortest total
-  coding length wins.
+  For each ``k`` in ``candidates`` the membership of the cluster features
+  ``c`` is cut into ``k`` clusters as :func:`assign` does (densely, or on
+  its anchors and carried to every sample) and the features ``z`` are coded
+  under that partition (:func:`objectives.coding_length`, ``O(n p^2)``);
+  the shortest total coding length wins.
 
   Returns:
     ``{'num_clusters': best k, 'coding_length': {k: nats}}``.
@@ -214,7 +325,7 @@ def estimate_num_clusters(gamma: np.ndarray, z, candidates, *, eps_sq: float,
   z = jnp.asarray(z)
   lengths = {}
   for k in candidates:
-    labels = spectral.spectral_clustering(gamma, int(k), seed=seed)
+    labels, _ = _cut(c, membership, int(k), eta=eta, seed=seed)
     lengths[int(k)] = float(O.coding_length(z, jnp.asarray(labels),
                                             eps_sq=eps_sq,
                                             num_clusters=int(k)))
@@ -247,6 +358,7 @@ class Hparams:
   cluster_invariance_weight: float
   frobenius_weight: float
   init_cluster_head: bool
+  membership_anchors: int = 4096
 
   def __post_init__(self):
     base.choice(self.differentiation, "objective.differentiation",
@@ -257,6 +369,9 @@ class Hparams:
     if self.num_views < 1 or (self.warmup_steps and self.num_views < 2):
       raise ValueError(f"objective.num_views={self.num_views}: the TCR "
                        "warm-up needs at least 2 views.")
+    if self.membership_anchors < 2:
+      raise ValueError("objective.membership_anchors must be >= 2; got "
+                       f"{self.membership_anchors}.")
 
 
 class MCR2(base.Method):
@@ -308,12 +423,14 @@ class MCR2(base.Method):
     z, c = model(x, train=False)
     return {"features": z, "cluster_features": c}
 
-  def _membership(self, outputs) -> Membership:
+  def _membership(self, outputs) -> Membership | AnchoredMembership:
     # The final evaluation assigns and then estimates k on the same
-    # outputs: one Sinkhorn on the n x n affinity serves both.
+    # outputs: one Sinkhorn serves both.
     c = outputs["cluster_features"]
     if getattr(self, "_last", (None,))[0] is not c:
-      self._last = (c, evaluation_membership(c, eta=self.hp.eta))
+      self._last = (c, membership_of(c, eta=self.hp.eta,
+                                     num_anchors=self.hp.membership_anchors,
+                                     seed=self.seed))
     return self._last[1]
 
   def assign(self, outputs):
@@ -327,6 +444,7 @@ class MCR2(base.Method):
                                  num_clusters=self.num_clusters))
 
   def estimate_num_clusters(self, outputs, candidates):
-    return estimate_num_clusters(self._membership(outputs).gamma,
-                                 outputs["features"], candidates,
-                                 eps_sq=self.hp.eps_sq, seed=self.seed)
+    return estimate_num_clusters(
+        self._membership(outputs), outputs["cluster_features"],
+        outputs["features"], candidates, eta=self.hp.eta,
+        eps_sq=self.hp.eps_sq, seed=self.seed)

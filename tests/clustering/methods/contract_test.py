@@ -72,7 +72,8 @@ def test_nonconverged_membership_is_reported(monkeypatch):
   c = rng.normal(size=(37, 3)).astype(np.float32)  # a fresh shape: retrace
   labels, info = mcr2.assign(c, 3, eta=0.01)
   assert info == dict(membership_converged=False, membership_iterations=2,
-                      membership_error=pytest.approx(info["membership_error"]))
+                      membership_error=pytest.approx(info["membership_error"]),
+                      membership_anchors=37)
   assert info["membership_error"] > mcr2.MEMBERSHIP_TOL
   assert labels.shape == (37,)
 
