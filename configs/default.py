@@ -29,6 +29,9 @@ def get_config():
       subspace_dim=3,
       noise=0.05,
       batch_size=256,    # global, over all devices and processes
+      # Neighbour mining (I-Con, SwAV): 'exact' or 'approximate'
+      # (jax.lax.approx_max_k per tile: TPU-native, exact on CPU/GPU).
+      neighbor_search="exact",
       augment=ml_collections.ConfigDict(dict(
           crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,
           rotation=0.0)),

@@ -91,6 +91,8 @@ def validate_config(config, *, num_devices: int) -> methods.Method:
   the config once. Raises ``ValueError`` naming the field."""
   method = methods.build(config)
   data_lib.AugmentSpec.from_config(config.data.augment)
+  methods.base.choice(config.data.get("neighbor_search"),
+                      "data.neighbor_search", data_lib.NEIGHBOR_SEARCH)
   b, k = config.data.batch_size, config.num_clusters
   if not isinstance(k, int) or k < 2:
     raise ValueError(f"num_clusters must be an integer >= 2; got {k!r}.")
@@ -177,7 +179,8 @@ def setup(config, method: methods.Method, mesh) -> Run:
     _check_sizes(config, train_ds, eval_ds)
     stats = data_lib.input_stats(train_ds, seed=config.seed)
     neighbors = (data_lib.mine_neighbors(train_ds, method.num_neighbors,
-                                         stats)
+                                         stats,
+                                         search=config.data.neighbor_search)
                  if method.num_neighbors else None)
     model = method.create_model(nnx.Rngs(params=config.seed),
                                 train_ds.example_shape)

@@ -1,10 +1,19 @@
-"""Exact k-nearest-neighbour mining over a whole data set, in JAX.
+"""k-nearest-neighbour mining over a whole data set, in JAX.
 
 Neighbour-supervised clustering (I-Con's kNN kernel over the training set,
 SCAN-style neighbour mining) pairs each example with one of its ``k`` nearest
 neighbours in the input space (raw pixels, or pre-trained features such as
-CLIP/DINO embeddings loaded with ``data.name='npy'``). The search is brute
-force: ``[chunk, n]`` similarity blocks on the device, then ``lax.top_k``.
+CLIP/DINO embeddings loaded with ``data.name='npy'``).
+
+Brute force in tiles: blocks of query rows sharded over the devices
+(:func:`clustering.algorithms.blocks.map_row_blocks`) scan the data set in
+``[query_block, database_block]`` similarity tiles, keeping a running top
+``k``, so memory does not grow with ``n^2`` (nor with ``n`` per query
+block). ``approximate=True`` takes each tile's top ``k`` with
+``jax.lax.approx_max_k`` (exact on CPU and GPU, where it lowers to a sort;
+TPU's native partial reduction at ``recall_target``); time is ``O(n^2 d)``
+either way. :func:`neighbor_recall` measures an approximate search against
+the exact one.
 """
 
 from __future__ import annotations
@@ -15,29 +24,63 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clustering.algorithms import blocks
+
+__all__ = ["nearest_neighbors", "neighbor_recall", "neighbor_purity"]
+
 _METRICS = ("cosine", "sqeuclidean")
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric"))
-def _block_top_k(queries, first, x, sq_norms, *, k, metric):
-  scores = jnp.matmul(queries, x.T, precision=jax.lax.Precision.HIGHEST)
-  if metric == "sqeuclidean":  # -||q - x||^2 up to the query's own norm
-    scores = 2.0 * scores - sq_norms[None, :]
-  rows = first + jnp.arange(queries.shape[0])
-  scores = jnp.where(rows[:, None] == jnp.arange(x.shape[0])[None, :],
-                     -jnp.inf, scores)  # never one's own neighbour
-  return jax.lax.top_k(scores, k)[1]
+@functools.partial(jax.jit, static_argnames=("k", "metric", "approximate",
+                                             "recall_target"))
+def _block_top_k(queries, rows, database, sq_norms, *, k, metric,
+                 approximate, recall_target):
+  """Top ``k`` of ``queries [q, d]`` over ``database [t, b, d]`` tiles."""
+  num_tiles, tile = database.shape[:2]
+
+  def scan_tile(best, inputs):
+    best_scores, best_ids = best
+    x, x_sq, first = inputs
+    scores = jnp.matmul(queries, x.T, precision=jax.lax.Precision.HIGHEST)
+    if metric == "sqeuclidean":  # -||q - x||^2 up to the query's own norm
+      scores = 2.0 * scores - x_sq[None, :]
+    ids = first + jnp.arange(tile)
+    # Never one's own neighbour; padding rows (+inf norm) never win.
+    scores = jnp.where((ids[None, :] == rows[:, None]) | jnp.isinf(x_sq)[None],
+                       -jnp.inf, scores)
+    if approximate:
+      top, where = jax.lax.approx_max_k(scores, k, recall_target=recall_target)
+    else:
+      top, where = jax.lax.top_k(scores, k)
+    merged = jnp.concatenate([best_scores, top], axis=1)
+    merged_ids = jnp.concatenate([best_ids, ids[where]], axis=1)
+    top, where = jax.lax.top_k(merged, k)
+    return (top, jnp.take_along_axis(merged_ids, where, axis=1)), None
+
+  init = (jnp.full((queries.shape[0], k), -jnp.inf, queries.dtype),
+          jnp.full((queries.shape[0], k), -1, jnp.int32))
+  firsts = jnp.arange(num_tiles, dtype=jnp.int32) * tile
+  (_, ids), _ = jax.lax.scan(scan_tile, init, (database, sq_norms, firsts))
+  return ids
 
 
 def nearest_neighbors(x: np.ndarray, k: int, *, metric: str = "cosine",
-                      chunk: int = 2048) -> np.ndarray:
+                      chunk: int = 2048, database_block: int = 16384,
+                      approximate: bool = False, recall_target: float = 0.95,
+                      devices=None) -> np.ndarray:
   """Indices of the ``k`` nearest other examples of each row of ``x``.
 
   Args:
     x: ``[n, ...]`` examples (flattened to ``[n, d]``).
     k: neighbours per example, ``1 <= k < n``.
     metric: ``'cosine'`` (largest cosine similarity) or ``'sqeuclidean'``.
-    chunk: query rows per block (memory is ``chunk * n`` floats).
+    chunk: query rows per block, split over the devices.
+    database_block: data-set rows per tile; a tile's scores are ``chunk *
+      database_block`` floats (256 MB by default), whatever ``n`` is.
+    approximate: each tile's top ``k`` by ``jax.lax.approx_max_k``.
+    recall_target: its expected recall (TPU; exact elsewhere).
+    devices: the devices query blocks are sharded over (default: this
+      process's).
 
   Returns:
     ``[n, k]`` int32, nearest first; an example is never its own neighbour.
@@ -52,17 +95,33 @@ def nearest_neighbors(x: np.ndarray, k: int, *, metric: str = "cosine",
                      "examples.")
   if metric not in _METRICS:
     raise ValueError(f"`metric`={metric!r} must be one of {_METRICS}.")
+  if not 0.0 < recall_target <= 1.0:
+    raise ValueError(f"`recall_target`={recall_target} must be in (0, 1].")
   x = x.reshape(n, -1)
   if metric == "cosine":
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  xj = jnp.asarray(x)
-  sq_norms = jnp.sum(xj * xj, axis=1)
-  out = []
-  for start in range(0, n, chunk):
-    queries = xj[start:start + chunk]
-    out.append(np.asarray(_block_top_k(queries, start, xj, sq_norms, k=int(k),
-                                       metric=metric)))
-  return np.concatenate(out).astype(np.int32)
+  tile = max(int(min(database_block, n)), int(k))
+  pad = -n % tile
+  database = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
+  sq_norms = np.concatenate([np.sum(x * x, axis=1),
+                             np.full((pad,), np.inf, np.float32)])
+  search = functools.partial(_block_top_k, k=int(k), metric=metric,
+                             approximate=bool(approximate),
+                             recall_target=float(recall_target))
+  return blocks.map_row_blocks(
+      search, x, database.reshape(-1, tile, x.shape[1]),
+      sq_norms.reshape(-1, tile), block_size=chunk,
+      devices=devices).astype(np.int32)
+
+
+def neighbor_recall(found: np.ndarray, exact: np.ndarray) -> float:
+  """Fraction of the exact ``[n, k]`` neighbours that ``found`` holds."""
+  found, exact = np.asarray(found), np.asarray(exact)
+  if found.shape != exact.shape:
+    raise ValueError(f"`found` {found.shape} and `exact` {exact.shape} must "
+                     "have the same shape.")
+  hits = (found[:, :, None] == exact[:, None, :]).any(axis=1)
+  return float(np.mean(hits))
 
 
 def neighbor_purity(neighbors: np.ndarray, labels: np.ndarray) -> float:

@@ -105,14 +105,20 @@ class TrainingBatches:
     return x, self.dataset.get(partners)[0]
 
 
-def mine_neighbors(dataset, k: int, stats: "InputStats") -> np.ndarray:
+NEIGHBOR_SEARCH = ("exact", "approximate")
+
+
+def mine_neighbors(dataset, k: int, stats: "InputStats", *,
+                   search: str = "exact") -> np.ndarray:
   """``[n, k]`` each training example's ``k`` nearest others (cosine) in
-  the input space: pixels as they are, feature vectors z-scored first."""
+  the input space: pixels as they are, feature vectors z-scored first;
+  ``search`` is ``'exact'`` or ``'approximate'``."""
   x, _ = dataset.all()
   flat = x.reshape(len(x), -1)
   if not dataset.is_image:
     flat = (flat - stats.feature_mean) / stats.feature_std
-  return neighbors_lib.nearest_neighbors(flat, k, metric="cosine")
+  return neighbors_lib.nearest_neighbors(
+      flat, k, metric="cosine", approximate=search == "approximate")
 
 
 # -------------------------------------------------- statistics and views

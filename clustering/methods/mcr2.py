@@ -38,6 +38,7 @@ import numpy as np
 
 import objectives as O
 from clustering import models
+from clustering.algorithms import blocks
 from clustering.algorithms import spectral
 from clustering.methods import base
 
@@ -201,14 +202,14 @@ def anchored_membership(c, *, eta: float, num_anchors: int,
       anchors, evaluation_membership(np.asarray(c)[anchors], eta=eta))
 
 
-@functools.partial(jax.jit, static_argnames=("num_clusters",))
-def _vote_block(c, anchor_c, log_weights, anchor_labels, eta, *,
-                num_clusters):
-  """``[b, k]``: each row's ``Gamma`` mass on each anchor cluster."""
+@jax.jit
+def _vote_block(c, row_ids, anchor_c, log_weights, anchor_onehot, eta):
+  """``[b]``: the anchor cluster holding most of each row of ``Gamma``."""
+  del row_ids
   c = models.l2_normalize(c)
   logits = jnp.abs(c @ anchor_c.T) / eta + log_weights[None, :]
   rows = jax.nn.softmax(logits, axis=1)  # [b, m], each row sums to 1
-  return rows @ jax.nn.one_hot(anchor_labels, num_clusters, dtype=rows.dtype)
+  return jnp.argmax(rows @ anchor_onehot, axis=1).astype(jnp.int32)
 
 
 def extend_to_all(c, anchored: AnchoredMembership, anchor_labels,
@@ -221,32 +222,18 @@ def extend_to_all(c, anchored: AnchoredMembership, anchor_labels,
   ``Gamma_xj = softmax_j(|c_x . c_j| / eta + g_j)``. The sample joins the
   anchor cluster that holds the most of that row, so the cut of the
   anchors' ``Gamma`` is carried to the rest without an ``n x n`` matrix.
-  Rows go in blocks of ``block_size``, each block sharded over ``devices``
-  (default: this process's devices): ``O(block_size * m)`` memory, ``O(n m
-  p)`` time.
+  Rows go in blocks of ``block_size``, each sharded over ``devices``
+  (:func:`clustering.algorithms.blocks.map_row_blocks`): ``O(block_size
+  m)`` memory, ``O(n m p)`` time.
   """
   c = np.asarray(c, np.float32)
-  devices = list(devices or jax.local_devices())
-  mesh = jax.sharding.Mesh(np.array(devices), ("rows",))
-  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
-  replicated = jax.sharding.NamedSharding(mesh,
-                                          jax.sharding.PartitionSpec())
-  anchor_c = jax.device_put(models.l2_normalize(
-      jnp.asarray(c[anchored.anchors])), replicated)
-  log_weights = jax.device_put(
-      jnp.asarray(anchored.membership.log_weights, jnp.float32), replicated)
-  anchor_labels = jax.device_put(jnp.asarray(anchor_labels, jnp.int32),
-                                 replicated)
-  block_size = -(-block_size // len(devices)) * len(devices)
-  out = []
-  for start in range(0, c.shape[0], block_size):
-    block = c[start:start + block_size]
-    pad = -block.shape[0] % len(devices)  # every device gets equal rows
-    block = np.pad(block, ((0, pad), (0, 0)), constant_values=1.0)
-    mass = _vote_block(jax.device_put(block, rows), anchor_c, log_weights,
-                       anchor_labels, float(eta), num_clusters=num_clusters)
-    out.append(np.asarray(jnp.argmax(mass, axis=1))[:len(block) - pad])
-  return np.concatenate(out).astype(np.int32)
+  anchor_c = models.l2_normalize(jnp.asarray(c[anchored.anchors]))
+  onehot = jax.nn.one_hot(jnp.asarray(anchor_labels), num_clusters,
+                          dtype=jnp.float32)
+  return blocks.map_row_blocks(
+      _vote_block, c, anchor_c,
+      np.asarray(anchored.membership.log_weights, np.float32), onehot,
+      np.float32(eta), block_size=block_size, devices=devices)
 
 
 def _info(membership: Membership) -> dict:

@@ -136,6 +136,7 @@ def test_a_finished_run_restarted_only_evaluates(tmp_path):
     (dict(warmup=30), "warmup_steps=30 leaves no clustering steps"),
     (dict(optimizer="lamb"), "optimizer.name"),
     (dict(encoder="cnn", data="synthetic"), "needs images"),
+    (dict(neighbor_search="faiss"), "data.neighbor_search must be one of"),
 ])
 def test_bad_configs_fail_before_training(change, message, tmp_path):
   config = get_config("mcr2")
@@ -153,6 +154,8 @@ def test_bad_configs_fail_before_training(change, message, tmp_path):
     if "encoder" in change:
       config.model.encoder = change["encoder"]
       config.data.name = change["data"]
+    if "neighbor_search" in change:
+      config.data.neighbor_search = change["neighbor_search"]
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path), show_progress=False)
   assert not (tmp_path / "metrics.jsonl").exists()

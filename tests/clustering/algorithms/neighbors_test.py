@@ -1,5 +1,7 @@
-"""Exact kNN mining and the neighbour pairs fed to pair-supervised methods."""
+"""kNN mining (exact, tiled, sharded, approximate) and the neighbour pairs
+fed to pair-supervised methods."""
 
+import jax
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
@@ -21,6 +23,42 @@ def test_matches_scikit_learn_and_excludes_self(metric):
   assert not np.any(ours == np.arange(300)[:, None])
 
 
+@pytest.mark.parametrize("metric", ["cosine", "sqeuclidean"])
+def test_tiles_of_the_data_set_sharded_over_devices_equal_one_pass(metric):
+  """Queries over 8 devices scanning tiles of 70 rows (the last one padded)
+  find scikit-learn's neighbours, as one device scanning one tile does."""
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((333, 9)).astype(np.float32)
+  sk_metric = "cosine" if metric == "cosine" else "euclidean"
+  ref = NearestNeighbors(n_neighbors=8, metric=sk_metric).fit(x).kneighbors(
+      x, return_distance=False)[:, 1:]
+  tiled = neighbors.nearest_neighbors(x, 7, metric=metric, chunk=40,
+                                      database_block=70,
+                                      devices=jax.devices()[:8])
+  whole = neighbors.nearest_neighbors(x, 7, metric=metric,
+                                      devices=jax.devices()[:1])
+  np.testing.assert_array_equal(tiled, ref)
+  np.testing.assert_array_equal(whole, ref)
+
+
+def test_approximate_search_and_its_recall():
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((400, 16)).astype(np.float32)
+  exact = neighbors.nearest_neighbors(x, 10)
+  found = neighbors.nearest_neighbors(x, 10, approximate=True,
+                                      recall_target=0.9, database_block=128)
+  assert found.shape == (400, 10)
+  assert not np.any(found == np.arange(400)[:, None])
+  recall = neighbors.neighbor_recall(found, exact)
+  assert recall >= 0.9
+  # Recall by hand: row 0 finds 2 of 3, row 1 all 3 (in another order).
+  assert neighbors.neighbor_recall(
+      np.array([[1, 2, 9], [0, 3, 2]]),
+      np.array([[1, 2, 3], [2, 3, 0]])) == pytest.approx(5 / 6)
+  with pytest.raises(ValueError, match="`found`"):
+    neighbors.neighbor_recall(found[:, :5], exact)
+
+
 def test_images_are_flattened_and_purity_counts_shared_labels():
   x = np.zeros((4, 2, 2, 1), np.float32)
   x[:2, 0, 0, 0] = [1.0, 0.9]
@@ -34,7 +72,8 @@ def test_images_are_flattened_and_purity_counts_shared_labels():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(k=0), "`k`"), (dict(k=10), "`k`"), (dict(k=2, metric="l1"),
-                                              "`metric`")])
+                                              "`metric`"),
+    (dict(k=2, recall_target=0.0), "`recall_target`")])
 def test_bad_arguments(kw, match):
   with pytest.raises(ValueError, match=match):
     neighbors.nearest_neighbors(np.ones((10, 3)), **kw)
