@@ -28,6 +28,7 @@ _EXPORTS = {
     "adjusted_rand_index": "clustering.algorithms.metrics",
     "clustering_metrics": "clustering.algorithms.metrics",
     "KMeans": "clustering.estimators",
+    "MiniBatchKMeans": "clustering.estimators",
     "SoftKMeans": "clustering.estimators",
     "SinkhornKMeans": "clustering.estimators",
     "ClAM": "clustering.estimators",

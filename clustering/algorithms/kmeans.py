@@ -219,3 +219,129 @@ def annealed_soft_kmeans(x: jax.typing.ArrayLike,
                    num_clusters=num_clusters,
                    n_init=validation.positive_int(n_init, "n_init"),
                    steps=validation.positive_int(steps, "steps"))
+
+
+# --------------------------------------------------------------- mini-batch
+
+
+class MiniBatchState(NamedTuple):
+  """Mini-batch k-means after some steps (scikit-learn's algorithm).
+
+  Attributes:
+    centroids: ``[k, d]``.
+    counts: ``[k]`` samples each centroid has averaged so far.
+    ewa_inertia: exponentially weighted mean of the batches' inertia per
+      sample (``-1`` before the first batch).
+    best_ewa: its lowest value so far.
+    no_improvement: steps since ``best_ewa`` last fell.
+    steps: steps taken (stopped steps excluded).
+    stopped: ``max_no_improvement`` steps passed without a new best.
+    since_reassign: samples seen since nearly empty centroids were last
+      moved.
+    key: PRNG key of those moves.
+  """
+  centroids: jax.Array
+  counts: jax.Array
+  ewa_inertia: jax.Array
+  best_ewa: jax.Array
+  no_improvement: jax.Array
+  steps: jax.Array
+  stopped: jax.Array
+  since_reassign: jax.Array
+  key: jax.Array
+
+
+def minibatch_init(centroids: jax.Array, key: jax.Array) -> MiniBatchState:
+  """The state before any step, from initial ``centroids [k, d]``."""
+  k = centroids.shape[0]
+  f32, i32 = jnp.float32, jnp.int32
+  return MiniBatchState(jnp.asarray(centroids, f32), jnp.zeros((k,), f32),
+                        jnp.asarray(-1.0, f32), jnp.asarray(jnp.inf, f32),
+                        jnp.asarray(0, i32), jnp.asarray(0, i32),
+                        jnp.asarray(False), jnp.asarray(0, i32), key)
+
+
+def _reassign(centroids, counts, batch, key, ratio):
+  """scikit-learn's move of nearly empty centroids (``count < ratio *
+  max(count)``, at most half a batch of them, the emptiest first) onto
+  distinct random samples of the batch; their counts become the smallest
+  count kept, so they are not moved straight back."""
+  b = batch.shape[0]
+  move = counts < ratio * jnp.max(counts)
+  move &= jnp.argsort(jnp.argsort(counts)) < b // 2
+  slot = jnp.clip(jnp.cumsum(move) - 1, 0, b - 1)
+  new = batch[jax.random.permutation(key, b)[slot]]
+  kept_min = jnp.min(jnp.where(move, jnp.inf, counts))
+  return (jnp.where(move[:, None], new, centroids),
+          jnp.where(move, kept_min, counts))
+
+
+def minibatch_step(state: MiniBatchState, batch: jax.Array, *,
+                   num_examples: int, max_no_improvement: int | None = 10,
+                   reassignment_ratio: float = 0.01) -> MiniBatchState:
+  """One step: every centroid becomes the running mean of all the samples
+  assigned to it so far (a per-centroid rate ``1 / count``).
+
+  ``c_j <- (count_j c_j + sum_{x in batch, j} x) / (count_j + n_j)``, as
+  scikit-learn's ``MiniBatchKMeans``, with its random move of nearly empty
+  centroids (:func:`_reassign`) whenever a centroid has no sample yet or
+  ``10 k`` samples have passed since the last one. The batches' inertia
+  per sample (before the update) is smoothed with weight ``min(1, 2 b / (n
+  + 1))`` (``n``: ``num_examples``); after ``max_no_improvement`` steps
+  without a new lowest value the state stops changing (``stopped``).
+
+  Args:
+    state: the current :class:`MiniBatchState`.
+    batch: ``[b, d]`` samples.
+    num_examples: the data set's size (for the smoothing weight).
+    max_no_improvement: ``None``: never stop.
+    reassignment_ratio: ``0``: never move a centroid at random.
+  """
+  b = batch.shape[0]
+  labels, dist = _assign(batch, state.centroids)
+  onehot = jax.nn.one_hot(labels, state.centroids.shape[0],
+                          dtype=batch.dtype)
+  batch_counts = jnp.sum(onehot, axis=0)
+  counts = state.counts + batch_counts
+  sums = state.centroids * state.counts[:, None] + onehot.T @ batch
+  centroids = jnp.where(counts[:, None] > 0,
+                        sums / jnp.maximum(counts, 1.0)[:, None],
+                        state.centroids)
+  k = centroids.shape[0]
+  since = state.since_reassign + b
+  due = jnp.any(state.counts == 0) | (since >= 10 * k)
+  key, sub = jax.random.split(state.key)
+  if reassignment_ratio > 0:
+    moved, moved_counts = _reassign(centroids, counts, batch, sub,
+                                    reassignment_ratio)
+    centroids = jnp.where(due, moved, centroids)
+    counts = jnp.where(due, moved_counts, counts)
+  since = jnp.where(due, 0, since)
+  inertia = jnp.sum(dist) / b
+  alpha = min(1.0, 2.0 * b / (num_examples + 1))
+  ewa = jnp.where(state.ewa_inertia < 0, inertia,
+                  state.ewa_inertia * (1 - alpha) + inertia * alpha)
+  improved = ewa < state.best_ewa
+  no_improvement = jnp.where(improved, 0, state.no_improvement + 1)
+  stopped = (jnp.asarray(False) if max_no_improvement is None
+             else no_improvement >= max_no_improvement)
+  new = MiniBatchState(centroids, counts, ewa,
+                       jnp.minimum(ewa, state.best_ewa), no_improvement,
+                       state.steps + 1, stopped, since, key)
+  # A stopped state is kept as it is.
+  return jax.tree.map(lambda old, upd: jnp.where(state.stopped, old, upd),
+                      state, new)
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples",
+                                             "max_no_improvement",
+                                             "reassignment_ratio"))
+def minibatch_steps(state: MiniBatchState, batches: jax.Array, *,
+                    num_examples: int, max_no_improvement: int | None = 10,
+                    reassignment_ratio: float = 0.01) -> MiniBatchState:
+  """:func:`minibatch_step` over ``batches [s, b, d]`` under one scan."""
+  def body(state, batch):
+    return minibatch_step(state, batch, num_examples=num_examples,
+                          max_no_improvement=max_no_improvement,
+                          reassignment_ratio=reassignment_ratio), None
+  return jax.lax.scan(body, state, batches)[0]

@@ -12,19 +12,20 @@ runs its numerical work jitted on whatever device JAX has, in float32. They
 pass ``sklearn.utils.estimator_checks`` except where a check contradicts
 what the method is (listed in ``tests/clustering/estimators_test.py``).
 
-* :mod:`.centroids`: :class:`KMeans`, :class:`SoftKMeans`,
-  :class:`SinkhornKMeans`;
+* :mod:`.centroids`: :class:`KMeans`, :class:`MiniBatchKMeans`,
+  :class:`SoftKMeans`, :class:`SinkhornKMeans`;
 * :mod:`.learned`: :class:`ClAM`, :class:`MCR2Clustering`,
   :class:`IConClustering`, which fit their method's own loss
   (:mod:`clustering.methods`) with one training helper (:mod:`.fit`).
 """
 
 from clustering.estimators.centroids import KMeans
+from clustering.estimators.centroids import MiniBatchKMeans
 from clustering.estimators.centroids import SinkhornKMeans
 from clustering.estimators.centroids import SoftKMeans
 from clustering.estimators.learned import ClAM
 from clustering.estimators.learned import IConClustering
 from clustering.estimators.learned import MCR2Clustering
 
-__all__ = ["KMeans", "SoftKMeans", "SinkhornKMeans", "ClAM",
+__all__ = ["KMeans", "MiniBatchKMeans", "SoftKMeans", "SinkhornKMeans", "ClAM",
            "MCR2Clustering", "IConClustering"]

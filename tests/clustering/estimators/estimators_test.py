@@ -33,6 +33,8 @@ ESTIMATORS = [
     _quick(clustering.SoftKMeans(n_clusters=3)),
     _quick(clustering.SinkhornKMeans(n_clusters=3)),
     _quick(clustering.ClAM(n_clusters=3)),
+    _quick(clustering.MiniBatchKMeans(n_clusters=3, batch_size=32,
+                                      max_iter=5)),
 ]
 # Every fit of these two compiles anew for each of the checks' shapes (a
 # second or two each); they get the API checks plus the clustering-specific

@@ -73,6 +73,7 @@ def test_blocks_sharded_over_eight_devices_equal_one_device():
   np.testing.assert_array_equal(one, eight)
 
 
+@pytest.mark.slow  # (the fast tier stays under 3 minutes)
 def test_anchored_assignment_matches_the_dense_one():
   c, truth = _clusters(1500, 6, 12, noise=0.4, seed=2)
   dense, dense_info = mcr2.assign(c, 6, eta=0.1, seed=0)
@@ -88,24 +89,24 @@ def test_anchored_assignment_matches_the_dense_one():
   np.testing.assert_array_equal(same, dense)
 
 
+@pytest.mark.slow
 def test_number_of_clusters_estimate_on_anchors():
   rng = np.random.default_rng(4)
   centres = rng.normal(size=(4, 16))
-  truth = np.arange(800) % 4
-  c = _unit(centres[truth] + 0.15 * rng.normal(size=(800, 16)))
+  truth = np.arange(600) % 4
+  c = _unit(centres[truth] + 0.15 * rng.normal(size=(600, 16)))
   z = _unit(centres[truth] @ rng.normal(size=(16, 16))
-            + 0.3 * rng.normal(size=(800, 16)))
-  membership = mcr2.membership_of(c, eta=0.1, num_anchors=200, seed=0)
+            + 0.3 * rng.normal(size=(600, 16)))
+  membership = mcr2.membership_of(c, eta=0.1, num_anchors=150, seed=0)
   assert isinstance(membership, mcr2.AnchoredMembership)
-  estimate = mcr2.estimate_num_clusters(membership, c, z, (2, 3, 4, 6, 8),
+  estimate = mcr2.estimate_num_clusters(membership, c, z, (3, 4, 6),
                                         eta=0.1, eps_sq=0.1)
   assert estimate["num_clusters"] == 4
   lengths = estimate["coding_length"]
   # A cut of the anchors into more clusters than the data has can leave
   # some empty once carried to every sample: the same partition, the same
   # length, and the smaller k is chosen.
-  assert lengths[4] < min(lengths[2], lengths[3])
-  assert lengths[4] <= min(lengths[6], lengths[8])
+  assert lengths[4] < lengths[3] and lengths[4] <= lengths[6]
 
 
 def test_membership_anchors_must_be_at_least_two():
