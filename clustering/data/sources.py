@@ -65,10 +65,12 @@ class Dataset:
     return np.concatenate(xs), labels
 
 
-def check_finite_rows(x: np.ndarray, source: str) -> None:
+def check_finite_rows(x: np.ndarray, source: str, first: int = 0) -> None:
   """Raises ``ValueError`` naming ``source`` and the first rows with a NaN
-  or an infinity: one bad example would turn every loss it touches to NaN."""
-  bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
+  or an infinity: one bad example would turn every loss it touches to NaN.
+  ``first``: the index of ``x``'s first row in the source."""
+  bad = first + np.flatnonzero(
+      ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
   if bad.size:
     shown = ", ".join(map(str, bad[:5])) + (", ..." if bad.size > 5 else "")
     raise ValueError(f"{source}: {bad.size} row(s) contain NaN or Inf "
@@ -84,8 +86,11 @@ def from_arrays(name: str, x: np.ndarray, labels: np.ndarray | None, *,
           or np.asarray(x).dtype == np.bool_):
     raise ValueError(f"{source}: features must be numeric, got dtype "
                      f"{np.asarray(x).dtype}.")
-  x = np.ascontiguousarray(x, dtype=np.float32)
-  check_finite_rows(x, source)
+  if not (isinstance(x, np.memmap) and x.dtype == np.float32
+          and x.flags.c_contiguous):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+  for start in range(0, x.shape[0], 65536):  # a memmap is read in chunks
+    check_finite_rows(np.asarray(x[start:start + 65536]), source, start)
   if labels is not None:
     labels = np.asarray(labels).astype(np.int32).reshape(-1)
     if labels.shape[0] != x.shape[0]:
@@ -172,9 +177,11 @@ def _npy(config):
 
 
 def _open_array_file(path):
-  """``np.load`` with a clear error for a corrupt or non-NumPy file; a
-  ``.npy`` is memory-mapped first, so a header that claims more than the
-  file holds fails before anything is allocated."""
+  """``np.load`` with a clear error for a corrupt or non-NumPy file. A
+  ``.npy`` is memory-mapped (a header that claims more than the file holds
+  fails before anything is allocated): a float32 one stays mapped, read by
+  the rows each batch draws, so a features file larger than memory trains;
+  other dtypes are converted in memory."""
   try:
     if zipfile.is_zipfile(path):
       return np.load(path, allow_pickle=False)
@@ -183,6 +190,8 @@ def _open_array_file(path):
     raise ValueError(f"{path} is not a readable .npy/.npz file "
                      f"({type(e).__name__}: {e})."
                      ) from e
+  if mapped.dtype == np.float32 and mapped.flags.c_contiguous:
+    return mapped
   idx_lib.check_fits_in_memory(mapped.nbytes, path)
   return np.array(mapped)
 
