@@ -281,7 +281,9 @@ def throughput_case(quick, repeats):
                                   "clam", "icon"]
   rows = []
   for name in names:
-    config = importlib.import_module(f"configs.{name}").get_config()
+    # --quick (the tests): the quick config, to check the row's form.
+    config = importlib.import_module(f"configs.{name}").get_config(
+        "quick" if quick else None)
     if config.objective.get("warmup_steps", 0):
       config.objective.warmup_steps = window
     config.optimizer.warmup_steps = 0  # the schedule does not change speed

@@ -249,9 +249,16 @@ def test_array_headers_that_claim_more_than_the_file_allocate_nothing(
 
 def test_an_honest_file_larger_than_memory_is_refused_before_reading(
     tmp_path, monkeypatch):
-  np.save(tmp_path / "f.npy", np.ones((64, 4), np.float32))
+  """A float64 file would be converted in memory: refused when it cannot
+  fit. A float32 one larger than memory stays mapped and is read by rows."""
+  np.save(tmp_path / "f.npy", np.ones((64, 4), np.float64))
+  x = np.arange(256, dtype=np.float32).reshape(64, 4)
+  np.save(tmp_path / "g.npy", x)
   monkeypatch.setattr(os, "sysconf", lambda name: {
       "SC_PAGE_SIZE": 4, "SC_PHYS_PAGES": 100}[name])  # 400 bytes
   with pytest.raises(ValueError, match=r"f\.npy would need 0\.0 GiB, more "
                      "than this machine's"):
     data.load(cfg(name="npy", path=str(tmp_path / "f.npy")), num_clusters=2)
+  mapped = data.load(cfg(name="npy", path=str(tmp_path / "g.npy")),
+                     num_clusters=2)
+  np.testing.assert_array_equal(mapped.get(np.array([5, 1]))[0], x[[5, 1]])
