@@ -52,7 +52,7 @@ def spectral_embedding(affinity: jax.typing.ArrayLike,
                      f"`affinity` {affinity.shape}.")
   m = np.asarray(_normalized_affinity(affinity), np.float64)
   n = m.shape[0]
-  if n <= _DENSE_MAX or num_clusters >= n // 4:
+  if n <= _DENSE_MAX or num_clusters >= n // 10:  # Lanczos wants k << n
     _, vectors = np.linalg.eigh(m)  # ascending; LAPACK in float64
     top = vectors[:, -num_clusters:]
   else:
