@@ -100,7 +100,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(method, exc, tmp_path):
   """
   config = get_config(method.split("+")[0])
   if method.endswith("+selflabel"):
-    config.selflabel.steps = 10  # from step 14
+    config.selflabel.update(steps=10, learning_rate=3e-4)  # from step 14
   config.train.num_steps = 24
   config.train.log_every = 1
   full = train.train_and_evaluate(config, str(tmp_path / "full"),
@@ -118,6 +118,25 @@ def test_interrupted_and_resumed_equals_uninterrupted(method, exc, tmp_path):
   np.testing.assert_array_equal(pa["cluster"], pb["cluster"])
   assert losses(str(tmp_path / "full")) == losses(part)
   assert full["acc"] == resumed["acc"]
+  if method.endswith("+selflabel"):
+    _check_the_switch_to_the_self_label_head(str(tmp_path / "full"), full)
+
+
+def _check_the_switch_to_the_self_label_head(workdir, results):
+  """The run moves to the head at its step, trains it at the phase's own
+  rate (a fresh optimizer, not the main schedule's), and assigns by it."""
+  records = [r for r in map(json.loads, open(
+      os.path.join(workdir, "metrics.jsonl")).read().splitlines())
+             if "loss" in r]
+  by_step = {r["step"]: r for r in records}
+  assert by_step[14]["phase"] == "train" and "confident" not in by_step[14]
+  assert by_step[15]["phase"] == "selflabel"
+  assert all(by_step[s]["learning_rate"] == pytest.approx(3e-4)
+             for s in range(15, 25))
+  assert by_step[14]["learning_rate"] < 1e-3  # the cosine's tail
+  assert 0 <= by_step[24]["confident"] <= 1
+  preds = np.load(os.path.join(workdir, "predictions.npz"))
+  assert results["num_clusters_used"] == len(np.unique(preds["cluster"]))
 
 
 def test_a_finished_run_restarted_only_evaluates(tmp_path):

@@ -128,7 +128,14 @@ def test_doubly_stochastic_membership_cpp_mode_matches_reference_loop():
   np.testing.assert_allclose(implicit.sum(1), 1.0, atol=1e-4)
 
 
-def test_coding_length_matches_cpp_formula_and_prefers_true_k():
+@pytest.mark.parametrize("blocked", [False, True])
+def test_coding_length_matches_cpp_formula_and_prefers_true_k(blocked,
+                                                              monkeypatch):
+  if blocked:  # the row-block path of large n (150 rows: one partial block
+    # of 128 and one of 22)
+    from objectives import _mcr2  # pylint: disable=g-import-not-at-top
+    monkeypatch.setattr(_mcr2, "_HARD_GRAMS_BLOCKED_ABOVE", 0)
+    monkeypatch.setattr(_mcr2, "_HARD_GRAMS_BLOCK", 128)
   rng = np.random.default_rng(6)
   centers = helpers.unit_rows(rng.standard_normal((3, 10)))
   x = np.concatenate([c + 0.05 * rng.standard_normal((50, 10)) for c in centers])

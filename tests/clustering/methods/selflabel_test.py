@@ -182,29 +182,6 @@ def test_the_phase_is_appended_with_its_own_rate_and_inputs():
 
 
 @pytest.mark.slow
-def test_the_run_switches_to_the_head_its_rate_and_a_fresh_optimizer(
-    tmp_path):
-  config = swav.get_config("quick")
-  config.selflabel.update(steps=10, learning_rate=3e-4)
-  config.train.update(num_steps=24, log_every=1)
-  results = train.train_and_evaluate(config, str(tmp_path),
-                                     show_progress=False)
-  records = [r for r in map(__import__("json").loads,
-                            (tmp_path / "metrics.jsonl").read_text()
-                            .splitlines()) if "loss" in r]
-  by_step = {r["step"]: r for r in records}
-  assert by_step[14]["phase"] == "train" and "confident" not in by_step[14]
-  assert by_step[15]["phase"] == "selflabel"
-  assert all(by_step[s]["learning_rate"] == pytest.approx(3e-4)
-             for s in range(15, 25))
-  assert by_step[14]["learning_rate"] < 1e-3  # the cosine's tail
-  assert 0 <= by_step[24]["confident"] <= 1
-  # The final assignment is the head's argmax on the saved features.
-  preds = np.load(tmp_path / "predictions.npz")
-  assert results["num_clusters_used"] == len(np.unique(preds["cluster"]))
-
-
-@pytest.mark.slow
 def test_self_labelling_raises_acc_on_a_toy_problem(tmp_path):
   """Three sheared Gaussian blobs (scikit-learn's anisotropic example), on
   which nearest-prototype assignment (ClAM on the inputs) cuts the long
