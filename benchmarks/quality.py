@@ -158,29 +158,18 @@ def _pixel_kmeans_silhouette(dataset, x, k, seed):
   return _PIXEL_SILHOUETTES[dataset, seed]
 
 
-def _same_run(workdir: str, config) -> bool:
-  """Whether ``workdir`` holds a run of ``config`` (its stored config.json
-  differs in no field that changes the run; ``--quick`` ones do)."""
-  from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  try:
-    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
-      stored = json.load(f)
-  except (OSError, ValueError):
-    return False
-  return not workdir_lib.config_differences(stored, config)
-
-
 def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
             labels: np.ndarray, quick: bool, mnist_dir: str) -> dict:
   """Trains/fits one (method, dataset, seed); returns its results row."""
   k = int(len(np.unique(labels)))
   if method in DEEP_METHODS:
     from experiments import train  # pylint: disable=g-import-not-at-top
+    from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     workdir = os.path.join(out, dataset, "runs", method, f"seed{seed}")
     done = os.path.join(workdir, "results.json")
     config = method_config(method, dataset, mnist_dir=mnist_dir, seed=seed,
                            quick=quick)
-    if os.path.exists(done) and _same_run(workdir, config):
+    if os.path.exists(done) and workdir_lib.holds_run_of(workdir, config):
       logging.info("%s/%s seed %d: reusing %s", dataset, method, seed, done)
       with open(done) as f:
         res = json.load(f)

@@ -27,7 +27,13 @@ def get_config(arg=None):
       eps_sq=0.2,
       gamma_in=1.0,
       gamma_r=1.0,
+      # The membership's entropy at 10 clusters. With k > 10 clusters the
+      # run uses 1 / (1/eta + log((k-1)/9)) (eta_scaling='num_clusters'):
+      # a row of Gamma keeps the same share of its mass on its own cluster
+      # (at a fixed eta the blocks blur as k grows and clusters merge).
+      # 'none' uses eta as given.
       eta=0.15,
+      eta_scaling="num_clusters",
       sinkhorn_iters=5,
       differentiation="cpp",   # cpp | unroll | implicit (MLC)
       num_views=2,
@@ -35,9 +41,11 @@ def get_config(arg=None):
       cluster_invariance_weight=0.0,
       frobenius_weight=0.0,
       init_cluster_head=True,
-      # Evaluation sets larger than this are cut on this many anchors'
-      # Gamma (memory O(m^2 + n), not O(n^2)); smaller ones densely.
+      # Evaluation sets larger than m = max(membership_anchors,
+      # anchors_per_cluster * num_clusters) are cut on m anchors' Gamma
+      # (memory O(m^2 + n), not O(n^2)); smaller ones densely.
       membership_anchors=4096,
+      anchors_per_cluster=8,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))

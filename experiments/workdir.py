@@ -91,6 +91,17 @@ def config_differences(stored: dict, config) -> list[str]:
           and not may_differ(field)]
 
 
+def holds_run_of(path: str, config) -> bool:
+  """Whether the workdir ``path`` stores a run of ``config`` (its
+  ``config.json`` differs in no field that changes the run)."""
+  try:
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return not config_differences(stored, config)
+
+
 class Workdir:
   """Claims ``path`` for ``config`` (a context manager; see module doc)."""
 

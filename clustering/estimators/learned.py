@@ -172,9 +172,11 @@ class MCR2Clustering(JaxClusterer):
   cluster head starting as a copy of the feature head) are first trained
   on minibatches by CPP's loss, :func:`clustering.methods.mcr2.mlc_loss`
   with ``eps_sq``, ``frobenius_weight`` (``w/2 ||Gamma||_F^2``, not divided
-  by the batch size) and ``head_eta`` for the training membership (CPP's
-  0.175), and ``Gamma`` comes from the learned cluster head instead. This is
-  CPP's recipe for pre-trained (CLIP/DINO) features.
+  by the batch size) and ``head_eta`` for the training membership
+  (``None``: CPP's 0.175 at 10 clusters, sharpened for more clusters by
+  :func:`clustering.methods.mcr2.membership_eta`), and ``Gamma`` comes from
+  the learned cluster head instead. This is CPP's recipe for pre-trained
+  (CLIP/DINO) features.
 
   Up to ``n_anchors`` samples ``Gamma`` is ``[n, n]``; above, it is the
   ``Gamma`` of ``n_anchors`` samples drawn with ``random_state``, every
@@ -193,7 +195,7 @@ class MCR2Clustering(JaxClusterer):
 
   def __init__(self, n_clusters: int = 8, *, eta: float = 0.05,
                center: bool = True, learn_head: bool = False,
-               head_eta: float = 0.175,
+               head_eta: float | None = None,
                hidden_layer_sizes: Sequence[int] = (256,), z_dim: int = 32,
                eps_sq: float = 0.1, frobenius_weight: float = 0.05,
                max_iter: int = 500, batch_size: int = 512,
@@ -232,7 +234,9 @@ class MCR2Clustering(JaxClusterer):
                                z_dim=int(self.z_dim), rngs=nnx.Rngs(seed))
       mcr2.init_cluster_head(heads)
       hp = _CPPFit(_check_positive(self.eps_sq, "eps_sq"),
-                   _check_positive(self.head_eta, "head_eta"),
+                   mcr2.membership_eta(0.175, self.n_clusters)
+                   if self.head_eta is None
+                   else _check_positive(self.head_eta, "head_eta"),
                    float(self.frobenius_weight))
       heads, self.loss_curve_ = fit_lib.fit(
           _cpp_objective, heads, {"z": z}, hp, key=jax.random.key(seed),

@@ -45,9 +45,44 @@ from clustering.methods import base
 __all__ = ["Hparams", "mlc_loss", "tcr_loss", "Membership",
            "AnchoredMembership", "evaluation_membership",
            "anchored_membership", "membership_of", "extend_to_all", "assign",
-           "estimate_num_clusters", "init_cluster_head", "MCR2"]
+           "estimate_num_clusters", "init_cluster_head", "membership_eta",
+           "MCR2"]
 
 DIFFERENTIATION = ("cpp", "unroll", "implicit")
+ETA_SCALING = ("num_clusters", "none")
+#: The number of clusters the recipes' ``eta`` were set for.
+ETA_REFERENCE_CLUSTERS = 10
+
+
+def membership_eta(eta: float, num_clusters: int, *,
+                   reference_clusters: int = ETA_REFERENCE_CLUSTERS) -> float:
+  r"""The membership's entropy for ``num_clusters``, as sharp as ``eta`` is
+  for ``reference_clusters``.
+
+  With ``k`` equal clusters whose cluster features agree within a cluster
+  and are orthogonal across, a row of ``Gamma`` puts
+  ``p = e^{1/eta} / (e^{1/eta} + k - 1)`` of its mass on its own cluster,
+  whatever the batch size: at a fixed ``eta`` the blocks blur as ``k``
+  grows (CPP's 0.175 gives ``p`` = 0.97 at 10 clusters, 0.75 at 100 and
+  0.23 at 1,000), and training then merges clusters into sharper blocks.
+  Keeping ``p`` gives ``1/eta_k = 1/eta + log((k - 1) / (k_ref - 1))``.
+  Below ``reference_clusters`` ``eta`` is kept (``p`` only grows).
+
+  Args:
+    eta: the entropy at ``reference_clusters`` clusters.
+    num_clusters: ``k``.
+    reference_clusters: ``k_ref``.
+
+  Returns:
+    ``eta_k`` (``eta`` when ``k <= k_ref``).
+  """
+  if not eta > 0 or reference_clusters < 2:
+    raise ValueError(f"eta={eta} must be > 0 and reference_clusters="
+                     f"{reference_clusters} >= 2.")
+  if num_clusters <= reference_clusters:
+    return float(eta)
+  return float(1.0 / (1.0 / eta + np.log((num_clusters - 1)
+                                         / (reference_clusters - 1))))
 
 
 def tcr_loss(z_views: jax.Array, *, eps_sq: float,
@@ -265,8 +300,8 @@ def assign(c, num_clusters: int, *, eta: float, seed: int = 0,
   Returns:
     ``(labels [n] int32, info)``, info with the membership's
     ``membership_converged``, ``membership_iterations`` and
-    ``membership_error``, and ``membership_anchors`` (``m``, or ``n`` when
-    dense).
+    ``membership_error``, ``membership_eta`` (``eta``) and
+    ``membership_anchors`` (``m``, or ``n`` when dense).
   """
   if membership is None:
     membership = membership_of(c, eta=eta, num_anchors=num_anchors,
@@ -286,12 +321,12 @@ def _cut(c, membership, num_clusters, *, eta, seed):
   if isinstance(membership, Membership):
     labels = spectral.spectral_clustering(membership.gamma, num_clusters,
                                           seed=seed)
-    return labels, dict(_info(membership),
+    return labels, dict(_info(membership), membership_eta=float(eta),
                         membership_anchors=len(membership.gamma))
   anchor_labels = spectral.spectral_clustering(membership.membership.gamma,
                                                num_clusters, seed=seed)
   labels = extend_to_all(c, membership, anchor_labels, num_clusters, eta=eta)
-  return labels, dict(_info(membership.membership),
+  return labels, dict(_info(membership.membership), membership_eta=float(eta),
                       membership_anchors=len(membership.anchors))
 
 
@@ -346,19 +381,28 @@ class Hparams:
   frobenius_weight: float
   init_cluster_head: bool
   membership_anchors: int = 4096
+  # At least this many anchors per cluster: a cluster with one or two
+  # anchors is easily merged by the cut.
+  anchors_per_cluster: int = 8
+  # 'num_clusters': ``eta`` is the entropy at 10 clusters and the run uses
+  # ``membership_eta(eta, num_clusters)``; 'none': ``eta`` as given.
+  eta_scaling: str = "num_clusters"
 
   def __post_init__(self):
     base.choice(self.differentiation, "objective.differentiation",
                 DIFFERENTIATION)
+    base.choice(self.eta_scaling, "objective.eta_scaling", ETA_SCALING)
     if not (self.eps_sq > 0 and self.eta > 0):
       raise ValueError("objective.eps_sq and objective.eta must be > 0; got "
                        f"{self.eps_sq} and {self.eta}.")
     if self.num_views < 1 or (self.warmup_steps and self.num_views < 2):
       raise ValueError(f"objective.num_views={self.num_views}: the TCR "
                        "warm-up needs at least 2 views.")
-    if self.membership_anchors < 2:
-      raise ValueError("objective.membership_anchors must be >= 2; got "
-                       f"{self.membership_anchors}.")
+    if self.membership_anchors < 2 or self.anchors_per_cluster < 0:
+      raise ValueError("objective.membership_anchors must be >= 2 and "
+                       "objective.anchors_per_cluster >= 0; got "
+                       f"{self.membership_anchors} and "
+                       f"{self.anchors_per_cluster}.")
 
 
 class MCR2(base.Method):
@@ -366,6 +410,21 @@ class MCR2(base.Method):
 
   Hparams = Hparams
   estimates_num_clusters = True
+
+  @property
+  def num_anchors(self) -> int:
+    """Evaluation sets above this size are cut on this many anchors:
+    ``max(membership_anchors, anchors_per_cluster * num_clusters)``."""
+    return max(self.hp.membership_anchors,
+               self.hp.anchors_per_cluster * self.num_clusters)
+
+  @property
+  def eta(self) -> float:
+    """The membership's entropy for this run's number of clusters (training
+    and assignment alike)."""
+    if self.hp.eta_scaling == "none":
+      return self.hp.eta
+    return membership_eta(self.hp.eta, self.num_clusters)
 
   @property
   def phases(self):
@@ -386,8 +445,12 @@ class MCR2(base.Method):
 
   def start_phase(self, phase, model, features):
     del features
-    if phase == "cluster" and self.hp.init_cluster_head:
-      init_cluster_head(model)
+    if phase == "cluster":
+      logging.info("membership eta %.4f for %d clusters (objective.eta %g, "
+                   "eta_scaling %r)", self.eta, self.num_clusters,
+                   self.hp.eta, self.hp.eta_scaling)
+      if self.hp.init_cluster_head:
+        init_cluster_head(model)
 
   def loss(self, model, inputs, key, step, phase):
     del key, step
@@ -397,7 +460,7 @@ class MCR2(base.Method):
     if phase == "warmup":
       return tcr_loss(z, eps_sq=hp.eps_sq,
                       invariance_weight=hp.invariance_weight)
-    return mlc_loss(z, c, eps_sq=hp.eps_sq, eta=hp.eta, gamma_r=hp.gamma_r,
+    return mlc_loss(z, c, eps_sq=hp.eps_sq, eta=self.eta, gamma_r=hp.gamma_r,
                     gamma_in=hp.gamma_in, sinkhorn_iters=hp.sinkhorn_iters,
                     differentiation=hp.differentiation,
                     frobenius_weight=hp.frobenius_weight,
@@ -415,14 +478,14 @@ class MCR2(base.Method):
     # outputs: one Sinkhorn serves both.
     c = outputs["cluster_features"]
     if getattr(self, "_last", (None,))[0] is not c:
-      self._last = (c, membership_of(c, eta=self.hp.eta,
-                                     num_anchors=self.hp.membership_anchors,
+      self._last = (c, membership_of(c, eta=self.eta,
+                                     num_anchors=self.num_anchors,
                                      seed=self.seed))
     return self._last[1]
 
   def assign(self, outputs):
     return assign(outputs["cluster_features"], self.num_clusters,
-                  eta=self.hp.eta, seed=self.seed,
+                  eta=self.eta, seed=self.seed,
                   membership=self._membership(outputs))
 
   def coding_length(self, outputs, clusters):
@@ -433,5 +496,5 @@ class MCR2(base.Method):
   def estimate_num_clusters(self, outputs, candidates):
     return estimate_num_clusters(
         self._membership(outputs), outputs["cluster_features"],
-        outputs["features"], candidates, eta=self.hp.eta,
+        outputs["features"], candidates, eta=self.eta,
         eps_sq=self.hp.eps_sq, seed=self.seed)

@@ -73,7 +73,7 @@ def test_nonconverged_membership_is_reported(monkeypatch):
   labels, info = mcr2.assign(c, 3, eta=0.01)
   assert info == dict(membership_converged=False, membership_iterations=2,
                       membership_error=pytest.approx(info["membership_error"]),
-                      membership_anchors=37)
+                      membership_eta=0.01, membership_anchors=37)
   assert info["membership_error"] > mcr2.MEMBERSHIP_TOL
   assert labels.shape == (37,)
 
