@@ -54,7 +54,10 @@ def fold_row_blocks(fn: Callable, x: np.ndarray, init, *constants,
   constants = next(blocks)
   carry = init
   for block, ids, _ in blocks:
-    carry = fn(carry, block, ids, *constants)
+    # One block in flight: a queue of programs whose cross-device reductions
+    # interleave can starve a collective's rendezvous on a loaded host
+    # (seen as an abort with 8 CPU devices on 2 cores).
+    carry = jax.block_until_ready(fn(carry, block, ids, *constants))
   return carry
 
 

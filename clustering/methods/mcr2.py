@@ -22,6 +22,10 @@ cluster that holds most of its row of the plan against them
 (:func:`extend_to_all`), so memory grows with ``n``, not ``n^2``. The
 number of clusters can be chosen by CPP's coding length
 (:func:`estimate_num_clusters`).
+
+Many clusters: the recipes' ``eta`` is set for 10 clusters and sharpened
+for ``k`` (:func:`membership_eta`, ``objective.eta_scaling``), and the
+anchors grow to ``anchors_per_cluster * k``.
 """
 
 from __future__ import annotations
