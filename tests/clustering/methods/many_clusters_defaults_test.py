@@ -130,3 +130,23 @@ def test_eight_anchors_per_cluster_keep_clusters_two_merge_them():
   enough, _ = mcr2.assign(c, k, eta=eta, num_anchors=8 * k)
   assert metrics.hungarian_accuracy(truth, few) < 0.9
   assert metrics.hungarian_accuracy(truth, enough) > 0.98
+
+
+@pytest.mark.parametrize("head_eta,expected", [
+    (None, 1 / (1 / 0.175 + np.log(29 / 9))), (0.2, 0.2)])
+def test_estimator_head_eta_default_scales_too(monkeypatch, head_eta,
+                                               expected):
+  import clustering  # pylint: disable=g-import-not-at-top
+  seen = []
+  loss = mcr2.mlc_loss
+
+  def recording_loss(*args, **kwargs):
+    seen.append(kwargs["eta"])
+    return loss(*args, **kwargs)
+
+  monkeypatch.setattr(mcr2, "mlc_loss", recording_loss)
+  x = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+  clustering.MCR2Clustering(n_clusters=30, learn_head=True, max_iter=2,
+                            batch_size=32, head_eta=head_eta,
+                            random_state=0).fit(x)
+  assert seen and seen[0] == pytest.approx(expected)
