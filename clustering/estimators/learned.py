@@ -178,10 +178,10 @@ class MCR2Clustering(JaxClusterer):
   the learned cluster head instead. This is CPP's recipe for pre-trained
   (CLIP/DINO) features.
 
-  Up to ``n_anchors`` samples ``Gamma`` is ``[n, n]``; above, it is the
-  ``Gamma`` of ``n_anchors`` samples drawn with ``random_state``, every
-  sample joining the cluster that holds most of its row against them
-  (memory ``O(n_anchors^2 + n)``; ``None``: always dense). The method is
+  Up to ``m = max(n_anchors, 8 * n_clusters)`` samples ``Gamma`` is
+  ``[n, n]``; above, it is the ``Gamma`` of ``m`` samples drawn with
+  ``random_state``, every sample joining the cluster that holds most of
+  its row against them (memory ``O(m^2 + n)``; ``None``: always dense). The method is
   transductive, so there is no ``predict``.
 
   Attributes:
@@ -248,8 +248,10 @@ class MCR2Clustering(JaxClusterer):
       self.labels_ = np.zeros((X.shape[0],), np.int32)
       self.converged_, self.n_iter_ = True, int(self.max_iter)
       return self
+    num_anchors = None if self.n_anchors is None else max(
+        self.n_anchors, mcr2.ANCHORS_PER_CLUSTER * self.n_clusters)
     self.labels_, info = mcr2.assign(z, self.n_clusters, eta=eta, seed=seed,
-                                     num_anchors=self.n_anchors)
+                                     num_anchors=num_anchors)
     self.converged_ = info["membership_converged"]
     self.n_iter_ = (int(self.max_iter) if self.learn_head
                     else info["membership_iterations"])

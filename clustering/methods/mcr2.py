@@ -56,6 +56,9 @@ DIFFERENTIATION = ("cpp", "unroll", "implicit")
 ETA_SCALING = ("num_clusters", "none")
 #: The number of clusters the recipes' ``eta`` were set for.
 ETA_REFERENCE_CLUSTERS = 10
+#: The fewest anchors per cluster of the anchored assignment: a cluster with
+#: one or two anchors is easily merged by the anchors' cut.
+ANCHORS_PER_CLUSTER = 8
 
 
 def membership_eta(eta: float, num_clusters: int, *,
@@ -385,9 +388,7 @@ class Hparams:
   frobenius_weight: float
   init_cluster_head: bool
   membership_anchors: int = 4096
-  # At least this many anchors per cluster: a cluster with one or two
-  # anchors is easily merged by the cut.
-  anchors_per_cluster: int = 8
+  anchors_per_cluster: int = ANCHORS_PER_CLUSTER
   # 'num_clusters': ``eta`` is the entropy at 10 clusters and the run uses
   # ``membership_eta(eta, num_clusters)``; 'none': ``eta`` as given.
   eta_scaling: str = "num_clusters"

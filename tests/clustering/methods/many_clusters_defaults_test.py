@@ -150,3 +150,20 @@ def test_estimator_head_eta_default_scales_too(monkeypatch, head_eta,
                             batch_size=32, head_eta=head_eta,
                             random_state=0).fit(x)
   assert seen and seen[0] == pytest.approx(expected)
+
+
+def test_estimator_cuts_at_least_eight_anchors_per_cluster(monkeypatch):
+  import clustering  # pylint: disable=g-import-not-at-top
+  seen = []
+  assign = mcr2.assign
+
+  def recording_assign(*args, **kwargs):
+    seen.append(kwargs["num_anchors"])
+    return assign(*args, **kwargs)
+
+  monkeypatch.setattr(mcr2, "assign", recording_assign)
+  x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+  for k, n_anchors in ((20, 100), (5, 100), (20, None)):
+    clustering.MCR2Clustering(n_clusters=k, n_anchors=n_anchors,
+                              random_state=0).fit(x)
+  assert seen == [160, 100, None]
