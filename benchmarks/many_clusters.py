@@ -143,16 +143,18 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def markdown(summary: list[dict]) -> str:
   def cell(s, method, key, digits=3):
-    return (f"{s[f'{method}_{key}']:.{digits}f} ± "
-            f"{s[f'{method}_{key}_std']:.{digits}f}")
-  lines = ["| case | n x d | k | CPP ACC | CPP NMI | sklearn KMeans ACC | "
+    mean = f"{s[f'{method}_{key}']:.{digits}f}"
+    if len(s["seeds"]) == 1:
+      return mean
+    return f"{mean} ± {s[f'{method}_{key}_std']:.{digits}f}"
+  lines = ["| case | n x d | k | seeds | CPP ACC | CPP NMI | sklearn KMeans ACC | "
            "sklearn MiniBatchKMeans ACC | our KMeans ACC | CPP - best "
            "k-means | CPP eta | CPP s | KMeans s | MiniBatch s | ours s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for s in summary:
     lines.append(
         f"| {s['case']} | {s['n']:,} x {s['dim']} | {s['k']:,} | "
-        f"{cell(s, 'cpp', 'acc')} | {cell(s, 'cpp', 'nmi')} | "
+        f"{', '.join(map(str, s['seeds']))} | {cell(s, 'cpp', 'acc')} | {cell(s, 'cpp', 'nmi')} | "
         f"{cell(s, 'sklearn_kmeans', 'acc')} | "
         f"{cell(s, 'sklearn_minibatch', 'acc')} | "
         f"{cell(s, 'jax_kmeans', 'acc')} | "
@@ -160,10 +162,8 @@ def markdown(summary: list[dict]) -> str:
         f"{s['cpp_seconds']:.0f} | {s['sklearn_kmeans_seconds']:.1f} | "
         f"{s['sklearn_minibatch_seconds']:.1f} | "
         f"{s['jax_kmeans_seconds']:.1f} |")
-  seeds = summary[0]["seeds"] if summary else []
-  lines.append(f"\nMean ± std over seeds {', '.join(map(str, seeds))}; "
-               "seconds include JAX compilation and, for CPP, training and "
-               "assignment.")
+  lines.append("\nMean ± std over the seeds; seconds include JAX "
+               "compilation and, for CPP, training and assignment.")
   return "\n".join(lines)
 
 
