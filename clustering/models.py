@@ -52,6 +52,10 @@ class ModelSpec:
     width: ``resnet18`` base width.
     head_hidden: hidden widths of the projection/cluster heads.
     z_dim: embedding dimension.
+    cap_z_dim: MLC/CPP: use ``min(z_dim, backbone output dimension)``, so
+      that the heads never widen what they are given (a wider ``Z`` lets
+      the coding rate grow by distorting the input's geometry: frozen 64-d
+      pixels with ``z_dim=128`` cluster far below k-means).
   """
   encoder: str = "mlp"
   hidden: tuple[int, ...] = (512, 512)
@@ -61,6 +65,11 @@ class ModelSpec:
   width: int = 64
   head_hidden: tuple[int, ...] = (512,)
   z_dim: int = 32
+  cap_z_dim: bool = False
+
+  def z_dim_for(self, in_dim: int) -> int:
+    """The heads' output dimension over a backbone of ``in_dim`` outputs."""
+    return min(self.z_dim, in_dim) if self.cap_z_dim else self.z_dim
 
   @classmethod
   def from_config(cls, config) -> "ModelSpec":

@@ -46,6 +46,7 @@ def get_config():
       width=64,                # resnet18 base width
       head_hidden=(512,),
       z_dim=32,
+      cap_z_dim=False,         # MLC/CPP: z_dim at most the backbone's outputs
   ))
 
   config.objective = ml_collections.ConfigDict()

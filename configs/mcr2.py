@@ -37,6 +37,11 @@ def get_config(arg=None):
       sinkhorn_iters=5,
       differentiation="cpp",   # cpp | unroll | implicit (MLC)
       num_views=2,
+      # 'input': view 1 is one of the example's num_neighbors nearest
+      # training examples (mined on the inputs before step 0) instead of a
+      # second view of itself.
+      neighbors="none",
+      num_neighbors=5,
       invariance_weight=20.0,  # TCR warm-up view agreement
       cluster_invariance_weight=0.0,
       frobenius_weight=0.0,

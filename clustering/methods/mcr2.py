@@ -54,6 +54,7 @@ __all__ = ["Hparams", "mlc_loss", "tcr_loss", "Membership",
 
 DIFFERENTIATION = ("cpp", "unroll", "implicit")
 ETA_SCALING = ("num_clusters", "none")
+NEIGHBORS = ("none", "input")
 #: The number of clusters the recipes' ``eta`` were set for.
 ETA_REFERENCE_CLUSTERS = 10
 #: The fewest anchors per cluster of the anchored assignment: a cluster with
@@ -392,11 +393,23 @@ class Hparams:
   # 'num_clusters': ``eta`` is the entropy at 10 clusters and the run uses
   # ``membership_eta(eta, num_clusters)``; 'none': ``eta`` as given.
   eta_scaling: str = "num_clusters"
+  # 'input': view 1 of every example is one of its ``num_neighbors``
+  # nearest training examples in the input space (augmented as usual);
+  # 'none': both views are the example itself.
+  neighbors: str = "none"
+  num_neighbors: int = 5
 
   def __post_init__(self):
     base.choice(self.differentiation, "objective.differentiation",
                 DIFFERENTIATION)
     base.choice(self.eta_scaling, "objective.eta_scaling", ETA_SCALING)
+    base.choice(self.neighbors, "objective.neighbors", NEIGHBORS)
+    if self.neighbors == "input" and (self.num_neighbors < 1
+                                      or self.num_views < 2):
+      raise ValueError("objective.neighbors='input' needs "
+                       "objective.num_neighbors >= 1 and objective.num_views"
+                       f" >= 2; got {self.num_neighbors} and "
+                       f"{self.num_views}.")
     if not (self.eps_sq > 0 and self.eta > 0):
       raise ValueError("objective.eps_sq and objective.eta must be > 0; got "
                        f"{self.eps_sq} and {self.eta}.")
@@ -424,6 +437,10 @@ class MCR2(base.Method):
                self.hp.anchors_per_cluster * self.num_clusters)
 
   @property
+  def num_neighbors(self) -> int:
+    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
+
+  @property
   def eta(self) -> float:
     """The membership's entropy for this run's number of clusters (training
     and assignment alike)."""
@@ -444,9 +461,13 @@ class MCR2(base.Method):
 
   def create_model(self, rngs, example_shape):
     spec = self.model_spec
-    return models.MCR2Model(
-        models.make_encoder(spec, example_shape, rngs=rngs),
-        head_hidden=spec.head_hidden, z_dim=spec.z_dim, rngs=rngs)
+    encoder = models.make_encoder(spec, example_shape, rngs=rngs)
+    z_dim = spec.z_dim_for(encoder.out_dim)
+    if z_dim != spec.z_dim:
+      logging.info("z_dim %d (model.z_dim %d capped at the backbone's %d "
+                   "outputs)", z_dim, spec.z_dim, encoder.out_dim)
+    return models.MCR2Model(encoder, head_hidden=spec.head_hidden,
+                            z_dim=z_dim, rngs=rngs)
 
   def start_phase(self, phase, model, features):
     del features
