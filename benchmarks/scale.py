@@ -13,8 +13,10 @@ the kernel can drop, are not counted) sampled every 10 ms while the stage
 runs, less what the process held before it. Stages:
 
 * ``train_step``: one step of the CPP recipe on frozen features
-  (``configs/cpp.py:npy``, batch 1024): seconds per step, batches gathered
-  from the memory map (should not grow with n);
+  (``configs/cpp.py:npy``, batch 1024, two views of each example: the
+  recipe's neighbour pairs need the ``neighbours`` stage's search first):
+  seconds per step, batches gathered from the memory map (should not grow
+  with n);
 * ``feature_pass``: the trained heads over every example, in sharded
   blocks (the evaluation pass);
 * ``assignment``: MLC/CPP's assignment of the whole set (dense ``Gamma`` up
@@ -124,6 +126,9 @@ def _cpp_run(path: str, n: int, *, quick: bool):
   config.num_clusters = 10 if quick else NUM_CLUSTERS
   config.data.batch_size = 128 if quick else 1024
   config.objective.warmup_steps = 0
+  # The recipe's neighbour pairs are mined by an all-pairs search before
+  # step 0: the `neighbours` stage times that search (up to --max_knn).
+  config.objective.neighbors = "none"
   method, mesh = train.validated(config)
   return train.setup(config, method, mesh)
 
