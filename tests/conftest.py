@@ -1,13 +1,36 @@
 """Test setup: 8 fake CPU devices before JAX initialises."""
 
+from importlib import metadata
 import os
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-flags = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in flags:
-  os.environ["XLA_FLAGS"] = (
-      flags + " --xla_force_host_platform_device_count=8").strip()
+
+
+def _jaxlib_at_least(major, minor):
+  version = metadata.version("jaxlib").split(".")
+  return tuple(int(v) for v in version[:2]) >= (major, minor)
+
+
+# XLA:CPU aborts the whole process (SIGABRT, a crashed test worker) when the
+# devices of one collective reach it more than 40 s apart, its default. The
+# suite runs 8 fake devices per worker, 2 workers and the runs they start on
+# 2 cores, so one device's thread can lag that long with nothing wrong: the
+# CI run at 986db99 lost a worker this way. Warn after 2 minutes, abort
+# after 10 (a real deadlock still ends). jaxlib 0.9 has both flags; an
+# unknown flag in XLA_FLAGS is fatal, hence the version check.
+COLLECTIVE_TIMEOUT_FLAGS = (
+    "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120",
+    "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+) if _jaxlib_at_least(0, 9) else ()
+
+flags = os.environ.get("XLA_FLAGS", "").split()
+if not any("xla_force_host_platform_device_count" in f for f in flags):
+  flags.append("--xla_force_host_platform_device_count=8")
+for flag in COLLECTIVE_TIMEOUT_FLAGS:
+  if not any(f.split("=")[0] == flag.split("=")[0] for f in flags):
+    flags.append(flag)
+os.environ["XLA_FLAGS"] = " ".join(flags)
 
 # XLA's persistent compilation cache, shared by the test workers and the
 # runs they start as subprocesses (crash tests, notebooks, two-process

@@ -42,8 +42,12 @@ def _command(workdir, *extra):
 
 def _env(num_devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  # The test session forces 8 devices; each child sets its own count.
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  # The test session forces 8 devices; each child sets its own count and
+  # keeps the session's other flags (its collective timeouts).
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if "xla_force_host_platform_device_count" not in f]
+  env["XLA_FLAGS"] = " ".join(
+      flags + [f"--xla_force_host_platform_device_count={num_devices}"])
   return env
 
 
