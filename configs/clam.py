@@ -53,9 +53,17 @@ def get_config(arg=None):
                                  standardize=False))
     config.optimizer.update(dict(learning_rate=1e-3, schedule="cosine",
                                  warmup_steps=50))
-    config.train.update(dict(num_steps=500, checkpoint_every=250,
+    # Then 500 steps of self-labelling (SCAN): ClAM's memories leave one or
+    # two catch-all clusters of ambiguous images (MNIST-test seed 0: one
+    # cluster held 2,500 images of every class); its confident assignments
+    # as targets with a uniform prior redistribute them. MNIST-test seeds
+    # 0-2: ACC 0.690 +- 0.055 -> 0.834 +- 0.028 (higher on every seed).
+    # Nothing here is specific to digits.
+    config.selflabel.steps = 500
+    config.train.update(dict(num_steps=1000, checkpoint_every=250,
                              eval_every=250))
   if "quick" in args:
     default.quick(config)
     config.objective.warmup_steps = min(config.objective.warmup_steps, 10)
+    config.selflabel.steps = min(config.selflabel.steps, 10)
   return config
