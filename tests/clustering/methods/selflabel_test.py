@@ -3,6 +3,7 @@ formula, cutout, the head's first fit, the phase in the loop, and a toy
 problem on which it must raise ACC."""
 
 import dataclasses
+import importlib
 
 import jax
 from jax.test_util import check_grads
@@ -205,3 +206,20 @@ def test_self_labelling_raises_acc_on_a_toy_problem(tmp_path):
         config, str(tmp_path / str(steps)), show_progress=False)["acc"]
   assert accs[0] < 0.75, accs  # the prototypes cut the sheared blobs
   assert accs[300] > accs[0] + 0.04, accs
+
+
+@pytest.mark.parametrize("preset", ["", "quick", "mnist", "mnist,quick"])
+@pytest.mark.parametrize("recipe", ["mcr2", "cpp", "swav", "soft_kmeans",
+                                    "clam", "icon"])
+def test_every_recipe_preset_is_a_valid_config(recipe, preset):
+  # A preset that turns self-labelling on must keep it valid when shrunk.
+  config = importlib.import_module(f"configs.{recipe}").get_config(preset)
+  train.validated(config)
+
+
+def test_clams_28x28_preset_ends_with_500_self_labelling_steps():
+  method = methods.build(clam.get_config("mnist"))
+  names = [(p.name, p.first_step) for p in method.phases]
+  assert names[-1] == ("selflabel", 500) and names[-2][1] < 500
+  assert "selflabel" not in [p.name for p in methods.build(
+      clam.get_config("")).phases]
