@@ -15,8 +15,9 @@ def _jaxlib_at_least(major, minor):
 # XLA:CPU aborts the whole process (SIGABRT, a crashed test worker) when the
 # devices of one collective reach it more than 40 s apart, its default. The
 # suite runs 8 fake devices per worker, 2 workers and the runs they start on
-# 2 cores, so one device's thread can lag that long with nothing wrong: the
-# CI run at 986db99 lost a worker this way. Warn after 2 minutes, abort
+# 2 cores, so one device's thread can lag that long with nothing wrong (the
+# likeliest reason the CI run at 986db99 lost a worker to SIGABRT; its
+# message was not kept). Warn after 2 minutes, abort
 # after 10 (a real deadlock still ends). jaxlib 0.9 has both flags; an
 # unknown flag in XLA_FLAGS is fatal, hence the version check.
 COLLECTIVE_TIMEOUT_FLAGS = (
