@@ -45,3 +45,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs_after_each_module():
+  """A test worker runs hundreds of modules; each compiled CPU program keeps
+  its machine code mapped. Past the kernel's limit of memory mappings
+  (vm.max_map_count, 65530) LLVM fails with 'Cannot allocate memory' and
+  the worker segfaults (seen in a local CI run). Dropping JAX's in-memory
+  caches after each module unmaps them; the persistent cache keeps
+  recompiling cheap."""
+  yield
+  jax.clear_caches()
