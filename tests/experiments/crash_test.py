@@ -16,6 +16,7 @@ import pytest
 from clustering import data as data_lib
 from configs import soft_kmeans
 from experiments import train
+from tests.subprocess_env import child_env
 
 pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
@@ -27,21 +28,13 @@ ARGS = ["--config=configs/soft_kmeans.py:quick",
 TIMEOUT = 120
 
 
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = " ".join(
-      f for f in env.get("XLA_FLAGS", "").split()
-      if "xla_force_host_platform_device_count" not in f)
-  return env
-
-
 def _start(workdir, *extra):
   # A --config in ``extra`` replaces ARGS' (absl takes each flag once).
   configs = [e for e in extra if e.startswith("--config=")] or ARGS[:1]
   extra = [e for e in extra if e not in configs]
   return subprocess.Popen(
       [sys.executable, "-m", "experiments.main", *configs, *ARGS[1:], *extra,
-       f"--workdir={workdir}"], cwd=ROOT, env=_env(),
+       f"--workdir={workdir}"], cwd=ROOT, env=child_env(),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

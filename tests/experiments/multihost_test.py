@@ -6,7 +6,6 @@ devices runs the same global batches. Final loss and predictions must agree.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -14,6 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.subprocess_env import child_env
 
 pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
@@ -38,17 +39,6 @@ def _command(workdir, *extra):
           "--config.optimizer.schedule=constant",
           "--config.data.name=synthetic", "--config.data.num_examples=512",
           *extra]
-
-
-def _env(num_devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  # The test session forces 8 devices; each child sets its own count and
-  # keeps the session's other flags (its collective timeouts).
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if "xla_force_host_platform_device_count" not in f]
-  env["XLA_FLAGS"] = " ".join(
-      flags + [f"--xla_force_host_platform_device_count={num_devices}"])
-  return env
 
 
 def _run_all(commands_and_envs, logs):
@@ -83,7 +73,7 @@ def _two_processes(workdir, *extra):
   return [(_command(workdir,
                     f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                     "--config.distributed.num_processes=2",
-                    f"--config.distributed.process_id={i}", *extra), _env(2))
+                    f"--config.distributed.process_id={i}", *extra), child_env(2))
           for i in (0, 1)]
 
 
@@ -118,7 +108,7 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path):
   # (a constant learning rate makes the first 30 steps the same run).
   multi, single = tmp_path / "two_processes", tmp_path / "one_process"
   _run_logged(tmp_path, _two_processes(multi) + [
-      (_command(single, "--config.train.num_steps=40"), _env(4))], "first")
+      (_command(single, "--config.train.num_steps=40"), child_env(4))], "first")
   first = json.loads((multi / "results.json").read_text())
   assert first["resumed_from"] == 0 and first["num_steps"] == 30
   _run_logged(tmp_path, _two_processes(multi, "--config.train.num_steps=40"),

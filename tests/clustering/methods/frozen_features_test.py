@@ -19,6 +19,7 @@ from clustering.methods import mcr2
 from configs import cpp as cpp_config
 from configs import mcr2 as mcr2_config
 from experiments import train
+from tests.subprocess_env import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -114,15 +115,12 @@ def test_frozen_digit_pixels_cluster_above_kmeans(tmp_path):
   np.save(tmp_path / "y.npy", digits.target)
   kmeans = KMeans(10, n_init=1, random_state=0).fit_predict(x)
   kmeans_acc = metrics.hungarian_accuracy(digits.target, kmeans)
-  env = dict(os.environ, XLA_FLAGS=" ".join(
-      f for f in os.environ.get("XLA_FLAGS", "").split()
-      if "device_count" not in f))
   out = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config=configs/cpp.py:npy",
        f"--config.data.path={tmp_path / 'x.npy'}",
        f"--config.data.labels_path={tmp_path / 'y.npy'}",
        "--config.train.num_steps=600", "--config.train.eval_every=600",
-       f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env,
+       f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=child_env(),
       capture_output=True, text=True, timeout=1200, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
   res = json.loads((tmp_path / "run" / "results.json").read_text())
