@@ -3,6 +3,7 @@ r"""Clustering quality leaderboard: every recipe and the classical baselines.
     python -m benchmarks.quality --datasets=digits,mnist_test --out=DIR
     python -m benchmarks.quality --methods=mcr2,sklearn_kmeans --seeds=0
     python -m benchmarks.quality --quick --datasets=digits --methods=clam
+    python -m benchmarks.quality --merge=A/results.json,B/results.json --out=C
 
 Each deep method is trained from scratch by its config (``configs/<name>.py``
 with the dataset's preset, ``:mnist`` on MNIST-test) and evaluated by its own
@@ -74,6 +75,9 @@ _MNIST = flags.DEFINE_string(
     "mnist_dir",
     str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test"),
     "Folder with the MNIST t10k IDX files.")
+_MERGE = flags.DEFINE_list(
+    "merge", [], "results.json files of earlier runs: report them together "
+    "in --out instead of running anything.")
 
 
 # ------------------------------------------------------------------ data
@@ -371,6 +375,12 @@ def benchmark(*, datasets, methods, seeds, out, quick=False,
           f"ETA {eta / 60:.1f} min)", flush=True)
     with open(os.path.join(out, "results.json"), "w") as f:
       json.dump(rows, f, indent=1)
+  print(write_report(rows, out))
+  return rows
+
+
+def write_report(rows: list[dict], out: str) -> str:
+  """Writes ``results.md`` and the charts for ``rows``; returns the table."""
   summary = summarize(rows)
   table = markdown(summary)
   selection = selection_report(rows)
@@ -381,7 +391,31 @@ def benchmark(*, datasets, methods, seeds, out, quick=False,
     f.write(table)
     for path in charts:
       f.write(f"\n![{os.path.basename(path)}]({os.path.basename(path)})\n")
-  print(table)
+  return table
+
+
+def merge(paths: list[str], out: str) -> list[dict]:
+  """One report from the ``results.json`` of several benchmark runs.
+
+  For runs split over machines or sessions (say digits on one, MNIST-test on
+  another): no training, the rows are read, checked and reported together
+  in ``out`` (``results.json``, ``results.md``, charts).
+  """
+  rows, source = [], {}
+  for path in paths:
+    with open(path) as f:
+      for row in json.load(f):
+        key = (row["dataset"], row["method"], row["seed"])
+        if key in source:
+          raise ValueError(
+              f"--merge: {key[0]}/{key[1]} seed {key[2]} is in both "
+              f"{source[key]} and {path}; keep one of them.")
+        source[key] = path
+        rows.append(row)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(rows, f, indent=1)
+  print(write_report(rows, out))
   return rows
 
 
@@ -395,6 +429,9 @@ def _data_config(dataset, mnist_dir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _MERGE.value:
+    merge(_MERGE.value, _OUT.value)
+    return
   benchmark(datasets=_DATASETS.value, methods=_METHODS.value,
             seeds=[int(s) for s in _SEEDS.value], out=_OUT.value,
             quick=_QUICK.value, mnist_dir=_MNIST.value)

@@ -8,9 +8,8 @@ import pytest
 from benchmarks import quality
 from clustering.algorithms import metrics
 
-pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
-
+@pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 def test_quick_leaderboard_on_digits(tmp_path):
   out = str(tmp_path)
   rows = quality.benchmark(datasets=["digits"],
@@ -55,6 +54,7 @@ def test_quick_leaderboard_on_digits(tmp_path):
                       out=out, quick=False)
 
 
+@pytest.mark.slow
 def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):
   rows = quality.benchmark(datasets=["mnist_test"], methods=["jax_kmeans"],
                            seeds=[0], out=str(tmp_path),
@@ -90,3 +90,36 @@ def test_selection_report_ranks_seeds_against_acc():
   assert "coding_length_per_example" not in report  # no recipe has it
   table = quality.selection_markdown(list(report.values()))
   assert "| final_loss (lower) | +0.75 | 2 of 2 recipes |" in table
+
+
+def _row(method, seed, acc, dataset="d"):
+  return dict(dataset=dataset, method=method, seed=seed, acc=acc, nmi=acc / 2,
+              ari=0.5, silhouette=0.2, silhouette_input=0.1,
+              silhouette_kmeans=0.3, seconds=10.0 * (seed + 1),
+              final_loss=1.0 - acc, cluster_entropy=0.9,
+              coding_length_per_example=None)
+
+
+def test_merge_reports_runs_of_several_sessions_together(tmp_path):
+  first, second = tmp_path / "a.json", tmp_path / "b.json"
+  first.write_text(json.dumps([_row("swav", 0, 0.9), _row("swav", 1, 0.7),
+                               _row("jax_kmeans", 0, 0.5, dataset="e")]))
+  second.write_text(json.dumps([_row("swav", 2, 0.8)]))
+  out = tmp_path / "merged"
+  rows = quality.merge([str(first), str(second)], str(out))
+  assert [(r["dataset"], r["method"], r["seed"]) for r in rows] == [
+      ("d", "swav", 0), ("d", "swav", 1), ("e", "jax_kmeans", 0),
+      ("d", "swav", 2)]
+  assert json.loads((out / "results.json").read_text()) == rows
+  table = (out / "results.md").read_text()
+  # ACC 0.9, 0.7, 0.8: mean 0.8, population std sqrt(0.02 / 3) = 0.0816;
+  # seconds 10, 20, 30: 20 +- 8.
+  assert ("| swav | 0.800 ± 0.082 | 0.400 ± 0.041 | 0.500 ± 0.000 | "
+          "0.200 ± 0.000 | 0.300 ± 0.000 | 0.100 ± 0.000 | 20 ± 8 |") in table
+  assert "### d (seeds 0, 1, 2)" in table and "| jax_kmeans | 0.500 |" in table
+  # Loss 0.1, 0.3, 0.2 ranks the seeds exactly as ACC does.
+  assert "| final_loss (lower) | +1.00 | 1 of 1 recipes |" in table
+  assert (out / "d.png").stat().st_size > 1000
+  with pytest.raises(ValueError, match=r"d/swav seed 2 is in both .*b\.json "
+                     r"and .*b\.json"):
+    quality.merge([str(first), str(second), str(second)], str(out))
