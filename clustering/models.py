@@ -34,8 +34,8 @@ from clustering import specs
 
 __all__ = ["ModelSpec", "MLP", "SmallCNN", "ResNet18", "Identity",
            "ProjectionHead", "make_encoder", "l2_normalize", "Embedding",
-           "AutoEncoder", "PrototypeModel", "MCR2Model", "SwAVModel",
-           "IConModel", "ENCODERS"]
+           "AutoEncoder", "PrototypeModel", "MCR2Model", "HeadLosses",
+           "SwAVModel", "IConModel", "ENCODERS"]
 
 ENCODERS = ("identity", "mlp", "cnn", "resnet18")
 
@@ -262,46 +262,22 @@ class MCR2Model(nnx.Module):
             self.cluster_head(h, train=train))
 
 
-class SwAVModel(nnx.Module):
-  """SwAV: a backbone, a unit-norm projector and ``k`` prototypes (used
-  L2-normalised)."""
+class HeadLosses:
+  """Several heads on one backbone (SCAN), the lowest running loss chosen.
 
-  def __init__(self, encoder, *, head_hidden, z_dim, num_prototypes, rngs):
-    self.encoder = encoder
-    self.projector = ProjectionHead(encoder.out_dim, head_hidden, z_dim,
-                                    rngs=rngs)
-    init = jax.random.normal(rngs.params(), (num_prototypes, z_dim))
-    self.prototypes = nnx.Param(l2_normalize(init))
-
-  def __call__(self, x, *, train: bool = False):
-    """``x [n, ...]`` -> unit-norm embeddings ``[n, z]``."""
-    return self.projector(self.encoder(x, train=train), train=train)
-
-
-class IConModel(nnx.Module):
-  """I-Con: a backbone and ``num_heads`` linear(-MLP) cluster heads giving
-  logits.
-
-  Several heads are trained at once on the shared backbone (as in SCAN);
-  ``head_loss`` keeps a running mean of each head's loss (updated by the
-  training loss through :meth:`record_head_losses`) and the model's logits
-  are those of the head with the lowest one: a choice made without labels.
+  A mixin for models with ``num_heads`` heads: ``head_loss [H]`` keeps a
+  running mean of each head's training loss (folded in by the loss through
+  :meth:`record_head_losses`), and :meth:`best_head` names the head with
+  the lowest one: a choice made without labels.
   """
 
-  def __init__(self, encoder, *, head_hidden, num_clusters, rngs,
-               num_heads: int = 1):
-    self.encoder = encoder
-    self.heads = nnx.List([ProjectionHead(encoder.out_dim, head_hidden,
-                                          num_clusters, normalize=False,
-                                          rngs=rngs)
-                           for _ in range(num_heads)])
+  def init_head_losses(self, num_heads: int):
     self.head_loss = Constant(jnp.zeros((num_heads,)))
     self.head_loss_weight = Constant(jnp.zeros(()))
 
-  def all_logits(self, x, *, train: bool = False):
-    """``x [n, ...]`` -> ``(backbone features [n, h], logits [H, n, k])``."""
-    h = self.encoder(x, train=train)
-    return h, jnp.stack([head(h, train=train) for head in self.heads])
+  @property
+  def num_heads(self) -> int:
+    return self.head_loss.shape[0]
 
   def best_head(self) -> jax.Array:
     """Index of the head with the lowest running loss (0 before any)."""
@@ -315,6 +291,50 @@ class IConModel(nnx.Module):
     self.head_loss[...] = (mean + (1 - decay)
                            * jax.lax.stop_gradient(losses)) / weight
     self.head_loss_weight[...] = weight
+
+
+class SwAVModel(nnx.Module, HeadLosses):
+  """SwAV: a backbone, a unit-norm projector and ``num_heads`` sets of
+  ``k`` prototypes (``[H, k, z]``, used L2-normalised); the set with the
+  lowest running loss (:class:`HeadLosses`) assigns."""
+
+  def __init__(self, encoder, *, head_hidden, z_dim, num_prototypes, rngs,
+               num_heads: int = 1):
+    self.encoder = encoder
+    self.projector = ProjectionHead(encoder.out_dim, head_hidden, z_dim,
+                                    rngs=rngs)
+    init = jax.random.normal(rngs.params(),
+                             (num_heads, num_prototypes, z_dim))
+    self.prototypes = nnx.Param(l2_normalize(init))
+    self.init_head_losses(num_heads)
+
+  def __call__(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> unit-norm embeddings ``[n, z]``."""
+    return self.projector(self.encoder(x, train=train), train=train)
+
+  def unit_prototypes(self) -> jax.Array:
+    """``[H, k, z]`` L2-normalised prototypes."""
+    return l2_normalize(self.prototypes[...])
+
+
+class IConModel(nnx.Module, HeadLosses):
+  """I-Con: a backbone and ``num_heads`` linear(-MLP) cluster heads giving
+  logits; the model's logits are those of the head with the lowest running
+  loss (:class:`HeadLosses`)."""
+
+  def __init__(self, encoder, *, head_hidden, num_clusters, rngs,
+               num_heads: int = 1):
+    self.encoder = encoder
+    self.heads = nnx.List([ProjectionHead(encoder.out_dim, head_hidden,
+                                          num_clusters, normalize=False,
+                                          rngs=rngs)
+                           for _ in range(num_heads)])
+    self.init_head_losses(num_heads)
+
+  def all_logits(self, x, *, train: bool = False):
+    """``x [n, ...]`` -> ``(backbone features [n, h], logits [H, n, k])``."""
+    h = self.encoder(x, train=train)
+    return h, jnp.stack([head(h, train=train) for head in self.heads])
 
   def __call__(self, x, *, train: bool = False):
     """``x [n, ...]`` -> ``(backbone features [n, h], logits [n, k])`` of

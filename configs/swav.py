@@ -4,9 +4,9 @@ r"""SwAV: online clustering with Sinkhorn codes and swapped prediction.
     python -m experiments.main --config=configs/swav.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/swav.py:quick
 
-One prototype per cluster; codes from 3 Sinkhorn iterations at eps 0.05
-(SwAV's defaults), temperature 0.1, prototypes frozen for the first
-``freeze_prototypes_steps`` steps.
+One prototype per cluster, in each of five sets; codes from 3 Sinkhorn
+iterations at eps 0.05 (SwAV's defaults), temperature 0.1, prototypes frozen
+for the first ``freeze_prototypes_steps`` steps.
 """
 
 import ml_collections
@@ -28,6 +28,12 @@ def get_config(arg=None):
       freeze_prototypes_steps=100,
       neighbors="none",   # none | input: swap with a training-set neighbour
       num_neighbors=5,
+      # Prototype sets on one projector, each trained on its own loss; the
+      # lowest running loss assigns (SCAN's heads, chosen without labels).
+      # One set lands in a merge-and-split optimum on some seeds (MNIST-test
+      # seed 2: ACC 0.805); five sets on that seed: losses 0.314 / 0.349 /
+      # 0.369 / 0.409 / 0.437 for ACC 0.962 / 0.830 / 0.828 / 0.791 / 0.799.
+      num_heads=5,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))

@@ -33,8 +33,8 @@ from clustering.data.pipeline import Inputs
 from clustering.data.pipeline import InputSpec
 
 __all__ = ["Phase", "phase_at", "Method", "Inputs", "InputSpec",
-           "init_prototypes",
-           "view_batch"]
+           "init_prototypes", "check_num_heads", "mean_over_heads",
+           "head_choice", "head_losses_output", "view_batch"]
 
 
 class Phase(NamedTuple):
@@ -69,6 +69,54 @@ def choice(value, name: str, options) -> None:
   if value not in options:
     raise ValueError(f"{name} must be one of {tuple(options)}; got "
                      f"{value!r}.")
+
+
+def check_num_heads(num_heads: int) -> None:
+  if num_heads < 1:
+    raise ValueError(f"objective.num_heads must be >= 1; got {num_heads}.")
+
+
+def mean_over_heads(model: models.HeadLosses,
+                    per_head: list[tuple[jax.Array, dict]], name: str
+                    ) -> tuple[jax.Array, dict]:
+  """SCAN's several heads: each trained on its own loss, the shared
+  backbone on their mean.
+
+  Args:
+    model: its running head losses take this step's (traced).
+    per_head: ``(loss, terms)`` of each head, ``terms[name]`` its loss.
+    name: the loss term's name.
+
+  Returns:
+    ``(mean loss, terms)``: ``{name}_head{h}`` each head's loss, ``name``
+    and every other term their mean over heads.
+  """
+  if len(per_head) == 1:
+    return per_head[0]
+  losses = jax.numpy.stack([loss for loss, _ in per_head])
+  model.record_head_losses(losses)
+  terms = {f"{name}_head{h}": loss for h, loss in enumerate(losses)}
+  terms.update({key: jax.numpy.mean(jax.numpy.stack(
+      [t[key] for _, t in per_head])) for key in per_head[0][1]})
+  terms[name] = jax.numpy.mean(losses)
+  return jax.numpy.mean(losses), terms
+
+
+def head_choice(outputs: dict) -> dict:
+  """``assign``'s report on several heads: the chosen one (``head``, the
+  lowest running loss) and every head's running loss; ``{}`` for one.
+  ``outputs['head_losses']`` is ``[m, H]`` (the same row for every
+  example)."""
+  losses = np.asarray(outputs["head_losses"][0], np.float64)
+  if losses.shape[0] == 1:
+    return {}
+  return {"head": int(np.argmin(losses)),
+          "head_losses": [float(v) for v in losses]}
+
+
+def head_losses_output(model: models.HeadLosses, n: int) -> jax.Array:
+  """Every head's running loss as an ``[n, H]`` per-example output."""
+  return jax.numpy.broadcast_to(model.head_loss[...], (n, model.num_heads))
 
 
 def init_prototypes(model: models.PrototypeModel, features: np.ndarray, *,

@@ -94,9 +94,7 @@ class Hparams:
 
   def __post_init__(self):
     base.choice(self.neighbors, "objective.neighbors", ("batch", "input"))
-    if self.num_heads < 1:
-      raise ValueError(f"objective.num_heads must be >= 1; got "
-                       f"{self.num_heads}.")
+    base.check_num_heads(self.num_heads)
     for name in ("alpha_p", "alpha_q"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"objective.{name} must be in [0, 1); got "
@@ -130,30 +128,18 @@ class ICon(base.Method):
         knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
         knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
         for head_logits in logits]
-    if len(per_head) == 1:
-      return per_head[0]
-    # SCAN's several heads: each its own loss, the backbone their mean.
-    losses = jnp.stack([loss for loss, _ in per_head])
-    model.record_head_losses(losses)
-    terms = {f"kl_head{h}": loss for h, loss in enumerate(losses)}
-    terms.update(kl=jnp.mean(losses), cluster_entropy=jnp.mean(jnp.stack(
-        [t["cluster_entropy"] for _, t in per_head])))
-    return jnp.mean(losses), terms
+    return base.mean_over_heads(model, per_head, "kl")
 
   def embed(self, model, x, *, train):
     return model(x, train=train)[0]
 
   def outputs(self, model, x):
     h, logits = model(x, train=False)
-    return {"features": h, "logits": logits, "head_losses": jnp.broadcast_to(
-        model.head_loss[...], (x.shape[0], self.hp.num_heads))}
+    return {"features": h, "logits": logits,
+            "head_losses": base.head_losses_output(model, x.shape[0])}
 
   def assign(self, outputs):
     """Argmax of the best head's logits; with several heads, ``info``
     names the head (``head``) and every head's running loss."""
     clusters = np.argmax(outputs["logits"], axis=-1).astype(np.int32)
-    if self.hp.num_heads == 1:
-      return clusters, {}
-    losses = np.asarray(outputs["head_losses"][0], np.float64)
-    return clusters, {"head": int(np.argmin(losses)),
-                      "head_losses": [float(v) for v in losses]}
+    return clusters, base.head_choice(outputs)

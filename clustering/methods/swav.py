@@ -12,6 +12,11 @@ instead of after each update (the loss only sees the normalised prototypes
 either way). Assignment: the highest-scoring prototype of the un-augmented
 input.
 
+With ``objective.num_heads > 1`` several prototype sets share the backbone
+and projector, each trained on its own swapped prediction (the backbone on
+their mean), and the set with the lowest running loss assigns: SCAN's
+heads, chosen without labels.
+
 ``objective.neighbors='input'`` swaps predictions between an image and one
 of its ``num_neighbors`` nearest neighbours in the training set (each
 augmented) instead of between two views of the same image, as NNCLR and
@@ -78,9 +83,11 @@ class Hparams:
   freeze_prototypes_steps: int
   neighbors: str          # none | input
   num_neighbors: int
+  num_heads: int = 1      # prototype sets trained at once; lowest loss assigns
 
   def __post_init__(self):
     base.choice(self.neighbors, "objective.neighbors", ("none", "input"))
+    base.check_num_heads(self.num_heads)
 
 
 class SwAV(base.Method):
@@ -96,27 +103,32 @@ class SwAV(base.Method):
     return models.SwAVModel(
         models.make_encoder(spec, example_shape, rngs=rngs),
         head_hidden=spec.head_hidden, z_dim=spec.z_dim,
-        num_prototypes=self.num_clusters, rngs=rngs)
+        num_prototypes=self.num_clusters, rngs=rngs,
+        num_heads=self.hp.num_heads)
 
   def loss(self, model, inputs, key, step, phase):
     del key, phase
     hp = self.hp
-    protos = model.prototypes[...]
+    protos = model.unit_prototypes()
     protos = jnp.where(step < hp.freeze_prototypes_steps,
                        jax.lax.stop_gradient(protos), protos)
     z = base.view_batch(functools.partial(model, train=True), inputs.views)
-    scores = z @ models.l2_normalize(protos).T  # [2, B, k]
-    return swav_loss(scores, epsilon=hp.epsilon,
-                     sinkhorn_iters=hp.sinkhorn_iters,
-                     temperature=hp.temperature)
+    per_head = [swav_loss(z @ head.T,  # [2, B, k]
+                          epsilon=hp.epsilon, sinkhorn_iters=hp.sinkhorn_iters,
+                          temperature=hp.temperature) for head in protos]
+    return base.mean_over_heads(model, per_head, "swapped_ce")
 
   def embed(self, model, x, *, train):
     return model(x, train=train)
 
   def outputs(self, model, x):
     z = model(x, train=False)
-    return {"features": z,
-            "scores": z @ models.l2_normalize(model.prototypes[...]).T}
+    protos = model.unit_prototypes()[model.best_head()]
+    return {"features": z, "scores": z @ protos.T,
+            "head_losses": base.head_losses_output(model, x.shape[0])}
 
   def assign(self, outputs):
-    return np.argmax(outputs["scores"], axis=-1).astype(np.int32), {}
+    """Argmax of the best prototype set's scores; with several sets,
+    ``info`` names the set (``head``) and every set's running loss."""
+    clusters = np.argmax(outputs["scores"], axis=-1).astype(np.int32)
+    return clusters, base.head_choice(outputs)

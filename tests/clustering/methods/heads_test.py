@@ -1,4 +1,5 @@
-"""Several I-Con cluster heads, the lowest running loss assigning."""
+"""Several cluster heads (I-Con) or prototype sets (SwAV) on one backbone,
+the lowest running loss assigning."""
 
 import json
 
@@ -10,7 +11,9 @@ import pytest
 
 from clustering import models
 from clustering.methods import icon
+from clustering.methods import swav
 from configs import icon as icon_config
+from configs import swav as swav_config
 from experiments import train
 
 
@@ -87,8 +90,92 @@ def test_a_run_records_the_chosen_head_and_every_heads_loss(tmp_path):
       np.mean([last[f"kl_head{h}"] for h in range(3)]), rel=1e-5)
 
 
-def test_num_heads_must_be_positive():
-  config = icon_config.get_config("quick")
+# SwAV: several prototype sets on one projector, chosen the same way.
+
+
+def swav_method(num_heads=3):
+  config = swav_config.get_config("quick")
+  config.objective.num_heads = num_heads
+  return swav.SwAV.from_config(config), config
+
+
+def test_swav_scores_come_from_the_prototype_set_with_the_lowest_loss():
+  method, _ = swav_method()
+  model = method.create_model(nnx.Rngs(0), (8, 8, 1))
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(6, 8, 8, 1)),
+                  jnp.float32)
+  z = np.asarray(model(x), np.float64)
+  protos = np.asarray(model.prototypes[...], np.float64)
+  protos /= np.linalg.norm(protos, axis=-1, keepdims=True)
+  for best in range(3):
+    model.head_loss[...] = jnp.full((3,), 2.0).at[best].set(1.0)
+    out = method.outputs(model, x)
+    np.testing.assert_allclose(np.asarray(out["scores"]), z @ protos[best].T,
+                               rtol=1e-4, atol=1e-5)
+    clusters, info = method.assign(jax.tree.map(np.asarray, out))
+    np.testing.assert_array_equal(clusters,
+                                  np.argmax(z @ protos[best].T, axis=-1))
+    assert info == {"head": best, "head_losses": [2.0 if h != best else 1.0
+                                                  for h in range(3)]}
+  assert not np.allclose(protos[0], protos[1])  # distinct initialisations
+
+
+def test_swav_loss_is_the_mean_of_each_prototype_sets_own_loss():
+  method, config = swav_method()
+  model = method.create_model(nnx.Rngs(0), (8, 8, 1))
+  views = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, 8, 8, 1)),
+                      jnp.float32)
+  step = config.objective.freeze_prototypes_steps  # prototypes trained
+  loss, terms = method.loss(model, swav.base.Inputs(views, None),
+                            jax.random.key(0), step, "train")
+  z = np.asarray(model(views.reshape(32, 8, 8, 1), train=True))
+  z = z.reshape(2, 16, -1)
+  protos = np.asarray(model.prototypes[...], np.float64)
+  protos /= np.linalg.norm(protos, axis=-1, keepdims=True)
+  each = [float(swav.swav_loss(
+      jnp.asarray(z @ p.T, jnp.float32), epsilon=config.objective.epsilon,
+      sinkhorn_iters=config.objective.sinkhorn_iters,
+      temperature=config.objective.temperature)[0]) for p in protos]
+  assert len(set(np.round(each, 4))) == 3  # the sets differ
+  np.testing.assert_allclose(float(loss), np.mean(each), rtol=1e-4)
+  np.testing.assert_allclose(
+      [float(terms[f"swapped_ce_head{h}"]) for h in range(3)], each,
+      rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(model.head_loss[...]), each,
+                             rtol=1e-4)
+  # Each set's gradient comes from its own loss only.
+  grads = nnx.grad(lambda m: method.loss(
+      m, swav.base.Inputs(views, None), jax.random.key(0), step,
+      "train")[0])(model)
+  one = nnx.grad(lambda m: swav.swav_loss(
+      swav.base.view_batch(lambda v: m(v, train=True), views)
+      @ m.unit_prototypes()[1].T, epsilon=config.objective.epsilon,
+      sinkhorn_iters=config.objective.sinkhorn_iters,
+      temperature=config.objective.temperature)[0] / 3)(model)
+  np.testing.assert_allclose(np.asarray(grads.prototypes[...][1]),
+                             np.asarray(one.prototypes[...][1]),
+                             rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_swav_run_records_the_chosen_set_and_every_sets_loss(tmp_path):
+  _, config = swav_method()
+  results = train.train_and_evaluate(config, str(tmp_path),
+                                     show_progress=False)
+  assert len(results["head_losses"]) == 3
+  assert results["head"] == int(np.argmin(results["head_losses"]))
+  records = [json.loads(l) for l in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  last = [r for r in records if "swapped_ce_head0" in r][-1]
+  assert last["loss"] == pytest.approx(
+      np.mean([last[f"swapped_ce_head{h}"] for h in range(3)]), rel=1e-5)
+
+
+@pytest.mark.parametrize("method_config", [icon_config, swav_config])
+def test_num_heads_must_be_positive_for_every_method_with_heads(
+    method_config):
+  config = method_config.get_config("quick")
   config.objective.num_heads = 0
+  cls = icon.ICon if method_config is icon_config else swav.SwAV
   with pytest.raises(ValueError, match="objective.num_heads must be >= 1"):
-    icon.ICon.from_config(config)
+    cls.from_config(config)
