@@ -24,7 +24,9 @@ Writes to ``--out``:
   ``seconds`` (training + assignment wall time), ``seed``, and the
   label-free model-selection measures of each run (``final_loss``,
   ``cluster_entropy``, ``coding_length_per_example`` for MLC/CPP,
-  ``selflabel_agreement`` when the recipe self-labels);
+  ``selflabel_agreement`` when the recipe self-labels), and for recipes
+  with several heads the chosen one (``head``, lowest running loss) and
+  every head's running loss (``head_losses``);
 * ``<dataset>/<method>.npz``: ``index``, ``cluster``, ``label`` (first seed);
 * ``results.md``: mean ± std over seeds (0, 1 and 2 by default), how well
   each label-free measure ranks a recipe's seeds against their ACC
@@ -186,14 +188,14 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     seconds = res["seconds"]
     label_free = {key: res.get(key) for key in (
         "final_loss", "cluster_entropy", "coding_length_per_example",
-        "selflabel_agreement")}
+        "selflabel_agreement", "head", "head_losses")}
   else:
     t0 = time.perf_counter()
     clusters = np.asarray(run_baseline(method, x, k, seed)).astype(np.int32)
     seconds = time.perf_counter() - t0
     scores = metrics_lib.clustering_metrics(labels, clusters, x)
     label_free = dict(final_loss=None, coding_length_per_example=None,
-                      selflabel_agreement=None,
+                      selflabel_agreement=None, head=None, head_losses=None,
                       cluster_entropy=metrics_lib.cluster_size_entropy(
                           clusters, k))
   row = dict(dataset=dataset, method=method, seed=seed, seconds=seconds,

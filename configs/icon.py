@@ -4,8 +4,8 @@ r"""I-Con's Debiased InfoNCE Clustering.
     python -m experiments.main --config=configs/icon.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/icon.py:quick
 
-Supervision: the other augmented view plus a kNN graph of the batch
-(k = 3, one walk step), debiased with ``alpha_p``; learned: the cluster
+Supervision: the other augmented view of an image or of one of its 5 nearest
+training-set neighbours, debiased with ``alpha_p``; learned: the cluster
 kernel of the softmax cluster head, debiased with ``alpha_q``; Adam, lr 1e-3.
 Five cluster heads share the backbone, each trained on its own loss; the one
 with the lowest running loss assigns (SCAN's choice, without labels).
@@ -24,12 +24,17 @@ def get_config(arg=None):
   config.model.update(dict(encoder="mlp", hidden=(512, 512),
                            head_hidden=(512,)))
   config.objective = ml_collections.ConfigDict(dict(
-      neighbors="batch",  # batch | input (kNN over the training set)
+      # Supervision from each image's 5 nearest training-set neighbours (in
+      # the inputs, mined once; SCAN's pairs) rather than a kNN graph of the
+      # batch: digits, seeds 0-2, ACC 0.872 +- 0.070 (batch graph, alphas
+      # 0.6) -> see the README's leaderboard (training-set neighbours,
+      # alphas 0.2, as the 28x28 preset had).
+      neighbors="input",  # input | batch (kNN graph of the batch)
       num_neighbors=5,    # 'input': neighbours mined per example
       knn_k=3,            # 'batch': kNN graph of the batch
       knn_walks=1,
-      alpha_p=0.6,
-      alpha_q=0.6,
+      alpha_p=0.2,
+      alpha_q=0.2,
       temperature=1.0,
       # Cluster heads on one backbone; the lowest running loss assigns. The
       # loss has merge-and-split local optima (MNIST-test, one head: seeds
@@ -43,11 +48,8 @@ def get_config(arg=None):
   config.train.update(dict(num_steps=1500, checkpoint_every=500,
                            eval_every=500, log_every=50))
   if "mnist" in args:
-    # kNN supervision over the whole training set, mined on the pixels.
     default.mnist(config)
     config.data.batch_size = 256
-    config.objective.update(dict(neighbors="input", num_neighbors=5,
-                                 alpha_p=0.2, alpha_q=0.2))
   if "quick" in args:
     default.quick(config)
   return config

@@ -4,9 +4,11 @@ r"""SwAV: online clustering with Sinkhorn codes and swapped prediction.
     python -m experiments.main --config=configs/swav.py:mnist   # MNIST-test
     python -m experiments.main --config=configs/swav.py:quick
 
-One prototype per cluster, in each of five sets; codes from 3 Sinkhorn
-iterations at eps 0.05 (SwAV's defaults), temperature 0.1, prototypes frozen
-for the first ``freeze_prototypes_steps`` steps.
+Each image's predictions are swapped with one of its 5 nearest training-set
+neighbours (each augmented). One prototype per cluster, in each of five
+sets; codes from 3 Sinkhorn iterations at eps 0.05 (SwAV's defaults),
+temperature 0.1, prototypes frozen for the first ``freeze_prototypes_steps``
+steps.
 """
 
 import ml_collections
@@ -26,7 +28,12 @@ def get_config(arg=None):
       sinkhorn_iters=3,
       temperature=0.1,
       freeze_prototypes_steps=100,
-      neighbors="none",   # none | input: swap with a training-set neighbour
+      # Swap predictions between an image and one of its 5 nearest training-
+      # set neighbours (in the inputs; NNCLR, SCAN) rather than between two
+      # views of one image: neighbours share a cluster far more often than
+      # augmentations alone say (digits, seeds 0-2: ACC 0.745 +- 0.028 with
+      # two views of one image, 0.940 +- 0.002 with neighbours).
+      neighbors="input",  # none | input
       num_neighbors=5,
       # Prototype sets on one projector, each trained on its own loss; the
       # lowest running loss assigns (SCAN's heads, chosen without labels).
@@ -42,7 +49,6 @@ def get_config(arg=None):
   if "mnist" in args:
     default.mnist(config)
     config.data.batch_size = 256
-    config.objective.neighbors = "input"
   if "quick" in args:
     default.quick(config)
     config.objective.freeze_prototypes_steps = 5

@@ -55,6 +55,19 @@ def test_quick_leaderboard_on_digits(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_rows_of_a_recipe_with_heads_record_the_choice(tmp_path):
+  rows = quality.benchmark(datasets=["digits"], methods=["swav", "jax_kmeans"],
+                           seeds=[0], out=str(tmp_path), quick=True)
+  swav, kmeans = rows
+  run = json.loads((tmp_path / "digits" / "runs" / "swav" / "seed0"
+                    / "results.json").read_text())
+  assert len(swav["head_losses"]) == 5  # the config's default
+  assert swav["head_losses"] == run["head_losses"]
+  assert swav["head"] == int(np.argmin(swav["head_losses"]))
+  assert kmeans["head"] is None and kmeans["head_losses"] is None
+
+
 def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):
   rows = quality.benchmark(datasets=["mnist_test"], methods=["jax_kmeans"],
                            seeds=[0], out=str(tmp_path),

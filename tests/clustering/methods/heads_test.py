@@ -54,7 +54,7 @@ def test_the_head_with_the_lowest_running_loss_gives_the_logits():
 @pytest.mark.slow
 def test_loss_is_the_mean_of_each_heads_own_loss():
   config = icon_config.get_config("quick")
-  config.objective.num_heads = 3
+  config.objective.update(num_heads=3, neighbors="batch")  # kNN of the batch
   method = icon.ICon.from_config(config)
   model = method.create_model(nnx.Rngs(0), (8, 8, 1))
   views = jnp.asarray(np.random.default_rng(2).normal(size=(2, 16, 8, 8, 1)),
