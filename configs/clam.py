@@ -31,6 +31,8 @@ def get_config(arg=None):
       representation="autoencoder",  # learned space: autoencoder | tcr
       eps_sq=0.2,                    # tcr: squared distortion of R
       invariance_weight=20.0,        # tcr: view agreement
+      neighbors="none",              # tcr: 'input' pairs a view with a neighbour
+      num_neighbors=5,
       clam_trains_encoder=True,      # tcr: ClAM's gradient reaches the encoder
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-2,

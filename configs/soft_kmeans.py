@@ -36,6 +36,8 @@ def get_config(arg=None):
       representation="autoencoder",  # autoencoder | tcr (MLC's TCR views)
       eps_sq=0.2,                    # tcr: squared distortion of R
       invariance_weight=20.0,        # tcr: view agreement
+      neighbors="none",              # tcr: 'input' pairs a view with a neighbour
+      num_neighbors=5,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="constant", warmup_steps=0))

@@ -114,10 +114,14 @@ class Hparams:
   eps_sq: float            # tcr
   invariance_weight: float  # tcr
   clam_trains_encoder: bool  # tcr
+  neighbors: str = "none"   # tcr: 'input' pairs views with neighbours
+  num_neighbors: int = 5
 
   def __post_init__(self):
     base.choice(self.representation, "objective.representation",
                 spaces.REPRESENTATIONS)
+    spaces.check_neighbors(self.neighbors, self.num_neighbors,
+                           self.representation)
     if not 0 < self.mask_fraction <= 1 or not self.beta > 0:
       raise ValueError("objective.mask_fraction must be in (0, 1] and "
                        f"objective.beta > 0; got {self.mask_fraction} and "
@@ -140,6 +144,10 @@ class ClAM(base.Method):
                        "in an MLP autoencoder's latent ('mlp') or in a TCR "
                        "embedding (objective.representation='tcr'); got "
                        f"model.encoder={self.model_spec.encoder!r}.")
+
+  @property
+  def num_neighbors(self):
+    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
 
   @property
   def phases(self):

@@ -68,10 +68,14 @@ class Hparams:
   representation: str     # autoencoder | tcr
   eps_sq: float           # tcr
   invariance_weight: float  # tcr
+  neighbors: str = "none"   # tcr: 'input' pairs views with neighbours
+  num_neighbors: int = 5
 
   def __post_init__(self):
     base.choice(self.representation, "objective.representation",
                 spaces.REPRESENTATIONS)
+    spaces.check_neighbors(self.neighbors, self.num_neighbors,
+                           self.representation)
     if self.anneal_every < 1 or not 0 < self.alpha_0 <= 1e4:
       raise ValueError("objective.anneal_every must be >= 1 and "
                        "objective.alpha_0 in (0, 1e4]; got "
@@ -93,6 +97,10 @@ class DKM(base.Method):
   @property
   def tcr(self) -> bool:
     return self.hp.representation == "tcr"
+
+  @property
+  def num_neighbors(self):
+    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
 
   @property
   def phases(self):

@@ -16,8 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from clustering import models
+from clustering.methods import base
 
 REPRESENTATIONS = ("autoencoder", "tcr")
+NEIGHBORS = ("none", "input")
+
+
+def check_neighbors(neighbors: str, num_neighbors: int,
+                    representation: str) -> None:
+  """``objective.neighbors='input'`` pairs each example's first view with
+  one of its ``num_neighbors`` nearest training examples' (SCAN, NNCLR):
+  only a space learned on views (``'tcr'``) has views to pair."""
+  base.choice(neighbors, "objective.neighbors", NEIGHBORS)
+  if neighbors == "input" and (num_neighbors < 1 or representation != "tcr"):
+    raise ValueError("objective.neighbors='input' needs objective."
+                     "num_neighbors >= 1 and objective.representation="
+                     f"'tcr'; got {num_neighbors} and {representation!r}.")
 
 
 def reconstruction_loss(x: jax.Array, reconstruction: jax.Array
