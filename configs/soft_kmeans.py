@@ -50,8 +50,12 @@ def get_config(arg=None):
     # Unit-norm embeddings are ~1 apart: DKM's alpha_0 = 0.1 would start
     # from near-uniform assignments that pull every point to the mean
     # (ACC 0.74 here); alpha_0 = 10 starts from meaningful ones (0.85).
+    # The TCR views pair each image with one of its 5 nearest training-set
+    # neighbours (as MLC's do): MNIST-test seeds 0-2, ACC 0.848 +- 0.002
+    # with two views of one image, see the README leaderboard with them.
     config.objective.update(dict(representation="tcr", warmup_steps=400,
-                                 kmeans_weight=10.0, alpha_0=10.0))
+                                 kmeans_weight=10.0, alpha_0=10.0,
+                                 neighbors="input"))
     config.optimizer.update(dict(schedule="cosine", warmup_steps=50))
     config.train.update(dict(num_steps=1000, checkpoint_every=250,
                              eval_every=500))

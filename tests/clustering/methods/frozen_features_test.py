@@ -29,10 +29,10 @@ def test_the_npy_recipe_pairs_neighbours_and_caps_z_dim():
   method = mcr2.MCR2.from_config(cpp_config.get_config("npy"))
   assert method.num_neighbors == 5
   assert method.model_spec.cap_z_dim and method.model_spec.z_dim == 128
-  # The image recipes keep two views of the same example, uncapped.
+  # The image recipes pair neighbours too, uncapped.
   for module in (cpp_config, mcr2_config):
     method = mcr2.MCR2.from_config(module.get_config())
-    assert method.num_neighbors == 0 and not method.model_spec.cap_z_dim
+    assert method.num_neighbors == 5 and not method.model_spec.cap_z_dim
 
 
 @pytest.mark.parametrize("change,match", [
