@@ -40,6 +40,9 @@ def small_config(**optimizer):
   config.data.update(dict(name="synthetic", num_examples=64, dim=6,
                           batch_size=16))
   config.data.augment.noise = 0.5  # feature vectors' only augmentation
+  # Every view is of the batch itself (the recipe's neighbour pairs are
+  # tested in tests/clustering/methods/frozen_features_test.py).
+  config.objective.neighbors = "none"
   config.model.update(dict(encoder="identity", head_hidden=(), z_dim=4))
   config.eval.batch_size = 64
   config.optimizer.update(dict(schedule="constant", warmup_steps=0))
