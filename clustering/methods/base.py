@@ -178,8 +178,11 @@ class Method:
   def num_neighbors(self) -> int:
     """Capability: train on neighbour pairs. ``k > 0``: the loop mines each
     training example's ``k`` nearest neighbours in the input space before
-    step 0, and view 1 of every anchor is one of them."""
-    return 0
+    step 0, and view 1 of every anchor is one of them. By default read
+    from the hparams' ``neighbors == 'input'`` and ``num_neighbors``."""
+    if getattr(self.hp, "neighbors", "none") != "input":
+      return 0
+    return self.hp.num_neighbors
 
   def create_model(self, rngs: nnx.Rngs, example_shape) -> nnx.Module:
     """The method's model for inputs of ``example_shape`` (e.g. ``(28, 28,

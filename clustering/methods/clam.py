@@ -146,10 +146,6 @@ class ClAM(base.Method):
                        f"model.encoder={self.model_spec.encoder!r}.")
 
   @property
-  def num_neighbors(self):
-    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
-
-  @property
   def phases(self):
     warmup = self.hp.warmup_steps if self.space != "identity" else 0
     cluster = base.Phase("cluster", warmup, needs_features=True)

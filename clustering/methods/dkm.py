@@ -99,10 +99,6 @@ class DKM(base.Method):
     return self.hp.representation == "tcr"
 
   @property
-  def num_neighbors(self):
-    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
-
-  @property
   def phases(self):
     cluster = base.Phase("cluster", self.hp.warmup_steps, needs_features=True)
     return [base.Phase("pretrain", 0), cluster] if self.hp.warmup_steps \

@@ -437,10 +437,6 @@ class MCR2(base.Method):
                self.hp.anchors_per_cluster * self.num_clusters)
 
   @property
-  def num_neighbors(self) -> int:
-    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
-
-  @property
   def eta(self) -> float:
     """The membership's entropy for this run's number of clusters (training
     and assignment alike)."""

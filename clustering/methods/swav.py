@@ -94,10 +94,6 @@ class SwAV(base.Method):
 
   Hparams = Hparams
 
-  @property
-  def num_neighbors(self):
-    return self.hp.num_neighbors if self.hp.neighbors == "input" else 0
-
   def create_model(self, rngs, example_shape):
     spec = self.model_spec
     return models.SwAVModel(

@@ -75,21 +75,6 @@ def test_loss_is_the_mean_of_each_heads_own_loss():
                              rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_a_run_records_the_chosen_head_and_every_heads_loss(tmp_path):
-  config = icon_config.get_config("quick")
-  config.objective.num_heads = 3
-  results = train.train_and_evaluate(config, str(tmp_path),
-                                     show_progress=False)
-  assert len(results["head_losses"]) == 3
-  assert results["head"] == int(np.argmin(results["head_losses"]))
-  records = [json.loads(l) for l in
-             (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  last = [r for r in records if "kl_head0" in r][-1]
-  assert last["loss"] == pytest.approx(
-      np.mean([last[f"kl_head{h}"] for h in range(3)]), rel=1e-5)
-
-
 # SwAV: several prototype sets on one projector, chosen the same way.
 
 
@@ -158,17 +143,21 @@ def test_swav_loss_is_the_mean_of_each_prototype_sets_own_loss():
 
 
 @pytest.mark.slow
-def test_a_swav_run_records_the_chosen_set_and_every_sets_loss(tmp_path):
-  _, config = swav_method()
+@pytest.mark.parametrize("method_config, head_term", [
+    (icon_config, "kl"), (swav_config, "swapped_ce")])
+def test_a_run_records_the_chosen_head_and_every_heads_loss(
+    method_config, head_term, tmp_path):
+  config = method_config.get_config("quick")
+  config.objective.num_heads = 3
   results = train.train_and_evaluate(config, str(tmp_path),
                                      show_progress=False)
   assert len(results["head_losses"]) == 3
   assert results["head"] == int(np.argmin(results["head_losses"]))
   records = [json.loads(l) for l in
              (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  last = [r for r in records if "swapped_ce_head0" in r][-1]
+  last = [r for r in records if f"{head_term}_head0" in r][-1]
   assert last["loss"] == pytest.approx(
-      np.mean([last[f"swapped_ce_head{h}"] for h in range(3)]), rel=1e-5)
+      np.mean([last[f"{head_term}_head{h}"] for h in range(3)]), rel=1e-5)
 
 
 @pytest.mark.parametrize("method_config", [icon_config, swav_config])
