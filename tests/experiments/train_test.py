@@ -233,7 +233,9 @@ def test_icon_on_training_set_neighbour_pairs_and_clam_in_a_latent(tmp_path):
   # ClAM's memories in an autoencoder latent, after a reconstruction phase.
   config = get_config("clam")
   config.model.update(dict(encoder="mlp", hidden=(64,), z_dim=8))
-  config.objective.update(dict(warmup_steps=10, standardize=False))
+  config.objective.update(dict(warmup_steps=10, standardize=False,
+                               representation="autoencoder",
+                               neighbors="none"))
   res = train.train_and_evaluate(config, str(tmp_path / "clam"),
                                  show_progress=False)
   assert res["acc"] > 0.3, res

@@ -42,7 +42,7 @@ def test_unknown_missing_and_bad_hyperparameters_are_named():
   config.model.encoder = "vit"
   with pytest.raises(ValueError, match="Unknown model.encoder 'vit'"):
     methods.get("mcr2").from_config(config)
-  config = clam_config.get_config()
+  config = clam_config.get_config("pixels")
   config.model.encoder = "resnet18"
   with pytest.raises(ValueError, match="clam runs on the inputs"):
     methods.get("clam").from_config(config)

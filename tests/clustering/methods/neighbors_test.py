@@ -29,21 +29,25 @@ def test_the_loop_mines_num_neighbors_only_when_asked(cls, module, arg):
 
 
 def test_the_recipes_that_pair_neighbours_by_default():
-  """SwAV, I-Con, MLC and CPP on every data set; DKM where it learns its
-  space on views (the 28x28 preset)."""
+  """SwAV, I-Con, MLC, CPP and ClAM on every data set (not ClAM's
+  reference setting on the inputs); DKM where it learns its space on views
+  (the 28x28 preset)."""
   for cls, module in ((swav.SwAV, swav_config), (icon.ICon, icon_config),
-                      (mcr2.MCR2, mcr2_config), (mcr2.MCR2, cpp_config)):
+                      (mcr2.MCR2, mcr2_config), (mcr2.MCR2, cpp_config),
+                      (clam.ClAM, clam_config)):
     for arg in ("", "mnist"):
       assert cls.from_config(module.get_config(arg)).num_neighbors == 5
   assert dkm.DKM.from_config(dkm_config.get_config("mnist")).num_neighbors \
       == 5
   assert dkm.DKM.from_config(dkm_config.get_config()).num_neighbors == 0
+  assert clam.ClAM.from_config(
+      clam_config.get_config("pixels")).num_neighbors == 0
 
 
-@pytest.mark.parametrize("cls,module", [(dkm.DKM, dkm_config),
-                                        (clam.ClAM, clam_config)])
-def test_neighbours_need_a_space_learned_on_views(cls, module):
-  config = module.get_config()  # autoencoder (DKM) / the inputs (ClAM)
+@pytest.mark.parametrize("cls,module,arg", [(dkm.DKM, dkm_config, ""),
+                                            (clam.ClAM, clam_config, "pixels")])
+def test_neighbours_need_a_space_learned_on_views(cls, module, arg):
+  config = module.get_config(arg)  # autoencoder (DKM) / the inputs (ClAM)
   config.objective.neighbors = "input"
   config.model.encoder = "mlp"
   with pytest.raises(ValueError, match="objective.representation='tcr'"):

@@ -194,7 +194,7 @@ def test_self_labelling_raises_acc_on_a_toy_problem(tmp_path):
   np.save(tmp_path / "y.npy", y)
   accs = {}
   for steps in (0, 300):
-    config = clam.get_config()
+    config = clam.get_config("pixels")
     config.num_clusters = 3
     config.data.update(name="npy", path=str(tmp_path / "x.npy"),
                        labels_path=str(tmp_path / "y.npy"))
