@@ -35,10 +35,10 @@ def get_config(arg=None):
       num_steps=10,
       mask_fraction=0.2,
       standardize=False,  # identity/mlp: z-score features (reference: True)
-      # Steps that learn the space alone. ClAM barely moves from its k-means
-      # start, so the start is the result: on digits, seed 0, k-means of the
-      # TCR embedding after 300 / 600 / 1000 / 2000 steps gave ACC 0.79 /
-      # 0.88 / 0.91 / 0.89, and 1000 more joint steps did not add to it.
+      # Steps that learn the space alone. The memories' k-means start
+      # decides most of the result: on digits, seed 0, weight 10, ClAM
+      # after 300 / 600 / 1000 / 2000 TCR steps gave ACC 0.79 / 0.88 /
+      # 0.91 / 0.89, and 1000 more joint steps did not add to it.
       warmup_steps=1000,
       # Learned space: weight of ClAM against its space's loss. The
       # completion error is ~0.004 where TCR is ~-40, so at weight 10 ClAM
@@ -86,7 +86,8 @@ def get_config(arg=None):
     # redistribute them (with neighbour pairs and weight 3000, seeds 0-2:
     # 0.952 / 0.949 / 0.951 -> 0.962 / 0.957 / 0.956).
     # On 8x8 digits the phase lowered ACC (0.878 -> 0.843, seed 0, weight
-    # 10, 600 warm-up steps), so the default leaves it off. Nothing here is specific to digits.
+    # 10, 600 warm-up steps), so the default leaves it off. Nothing here is
+    # specific to digits.
     config.selflabel.steps = 500
     config.train.update(dict(num_steps=1000, checkpoint_every=250,
                              eval_every=250))
