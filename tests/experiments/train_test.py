@@ -235,7 +235,7 @@ def test_icon_on_training_set_neighbour_pairs_and_clam_in_a_latent(tmp_path):
   config.model.update(dict(encoder="mlp", hidden=(64,), z_dim=8))
   config.objective.update(dict(warmup_steps=10, standardize=False,
                                representation="autoencoder",
-                               neighbors="none"))
+                               neighbors="none", clam_weight=1.0))
   res = train.train_and_evaluate(config, str(tmp_path / "clam"),
                                  show_progress=False)
   assert res["acc"] > 0.3, res
