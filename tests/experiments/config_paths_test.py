@@ -404,7 +404,7 @@ def test_eval_split_evaluates_the_other_split(tmp_path, monkeypatch):
       images[labels == k, 2 * k + 1] += 180
     _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", images)
     _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", labels)
-  config = soft_kmeans_config.get_config("quick")  # the cheapest whole run
+  config = soft_kmeans_config.get_config("autoencoder,quick")  # cheapest run
   config.num_clusters = 3
   config.data.update(dict(name="idx", path=str(tmp_path), eval_split="test",
                           batch_size=16))

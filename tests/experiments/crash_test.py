@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # A quick run with room to be killed in: 120 steps, a checkpoint every 10.
-ARGS = ["--config=configs/soft_kmeans.py:quick",
+ARGS = ["--config=configs/soft_kmeans.py:autoencoder:quick",
         "--config.train.num_steps=120", "--config.train.checkpoint_every=10",
         "--config.train.log_every=5", "--config.train.eval_every=1000"]
 TIMEOUT = 120
@@ -141,7 +141,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(reference, tmp_path):
 
 
 def _quick(num_steps, **train_overrides):
-  config = soft_kmeans.get_config("quick")
+  config = soft_kmeans.get_config("autoencoder,quick")
   config.train.num_steps = num_steps
   config.train.checkpoint_every = 10
   config.train.update(train_overrides)
@@ -291,7 +291,8 @@ def test_a_finished_run_is_never_overwritten_by_another_config(
 
 def test_a_second_writer_exits_at_once(reference):
   from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  holder = workdir_lib.Workdir(str(reference), soft_kmeans.get_config("quick"))
+  holder = workdir_lib.Workdir(str(reference),
+                               soft_kmeans.get_config("autoencoder,quick"))
   with holder:  # this test process is the first writer
     before = _snapshot(reference)
     code, _, err = _run(reference)

@@ -74,9 +74,10 @@ def test_another_method_is_refused_naming_it(tmp_path):
 
 
 def test_fields_that_change_no_step_may_differ(tmp_path):
-  with workdir_lib.Workdir(str(tmp_path), soft_kmeans.get_config("quick")):
+  with workdir_lib.Workdir(str(tmp_path),
+                           soft_kmeans.get_config("autoencoder,quick")):
     pass
-  config = soft_kmeans.get_config("quick")
+  config = soft_kmeans.get_config("autoencoder,quick")
   assert config.optimizer.schedule == "constant"
   config.train.update(log_every=1, eval_every=7, checkpoint_every=3,
                       nonfinite="skip", num_steps=90)  # constant schedule
