@@ -41,8 +41,9 @@ def make_optimizer(config, num_steps: int, *,
   if learning_rate is not None:
     lr = optax.constant_schedule(learning_rate)
   elif o.schedule == "cosine":
+    # warmup_steps=0 starts at the peak rate (step 0 is a training step).
     lr = optax.warmup_cosine_decay_schedule(
-        0.0, o.learning_rate, max(o.warmup_steps, 0) or 1, max(num_steps, 2))
+        0.0, o.learning_rate, max(o.warmup_steps, 0), max(num_steps, 2))
   else:
     lr = (optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps)
           if o.warmup_steps else optax.constant_schedule(o.learning_rate))

@@ -533,3 +533,29 @@ def test_model_selection_measures_against_numpy(tmp_path):
       / len(clusters), rel=1e-3)
   # Methods that do not code their features report none.
   assert base.Method.coding_length(object(), {}, clusters) is None
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_learning_rate_schedules_follow_their_formulas(warmup):
+  """The rate at each step, against the written formulas: the cosine
+  schedule rises linearly from 0 over ``warmup`` steps (none: step 0 is at
+  the peak), then ``peak * (1 + cos(pi (t - w) / (N - w))) / 2``."""
+  peak, num_steps = 3e-3, 100
+  config = mcr2_config.get_config("quick").optimizer
+  config.update(dict(learning_rate=peak, warmup_steps=warmup))
+  steps = np.arange(num_steps + 1)
+  config.schedule = "cosine"
+  _, lr = trainer_lib.make_optimizer(config, num_steps)
+  t = np.maximum(steps - warmup, 0) / (num_steps - warmup)
+  expected = np.where(steps < warmup, peak * steps / max(warmup, 1),
+                      peak * (1 + np.cos(np.pi * t)) / 2)
+  np.testing.assert_allclose([float(lr(s)) for s in steps], expected,
+                             rtol=1e-5, atol=1e-9)
+  config.schedule = "constant"
+  _, lr = trainer_lib.make_optimizer(config, num_steps)
+  expected = np.minimum(peak * steps / max(warmup, 1), peak) if warmup \
+      else np.full(steps.shape, peak)
+  np.testing.assert_allclose([float(lr(s)) for s in steps], expected,
+                             rtol=1e-5, atol=1e-9)
+  _, lr = trainer_lib.make_optimizer(config, num_steps, learning_rate=1e-4)
+  assert float(lr(0)) == float(lr(num_steps)) == np.float32(1e-4)
