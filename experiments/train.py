@@ -180,7 +180,8 @@ def setup(config, method: methods.Method, mesh) -> Run:
     stats = data_lib.input_stats(train_ds, seed=config.seed)
     neighbors = (data_lib.mine_neighbors(train_ds, method.num_neighbors,
                                          stats,
-                                         search=config.data.neighbor_search)
+                                         search=config.data.neighbor_search,
+                                         seed=config.seed)
                  if method.num_neighbors else None)
     model = method.create_model(nnx.Rngs(params=config.seed),
                                 train_ds.example_shape)

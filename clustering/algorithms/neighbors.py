@@ -12,8 +12,15 @@ Brute force in tiles: blocks of query rows sharded over the devices
 block). ``approximate=True`` takes each tile's top ``k`` with
 ``jax.lax.approx_max_k`` (exact on CPU and GPU, where it lowers to a sort;
 TPU's native partial reduction at ``recall_target``); time is ``O(n^2 d)``
-either way. :func:`neighbor_recall` measures an approximate search against
-the exact one.
+either way.
+
+:func:`ivf_neighbors` is the search for large ``n`` without a TPU: an
+inverted file. k-means on a sample cuts the data set into cells; each
+cell's members are searched exactly among the members of the
+``num_probes`` cells whose centroids are nearest its own, so time grows as
+``n * num_probes * n / num_cells * d`` (``n^1.5`` with ``num_cells ~
+sqrt(n)``) instead of ``n^2``. :func:`neighbor_recall` measures an
+approximate search against the exact one.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from clustering.algorithms import blocks
+from clustering.algorithms import kmeans as kmeans_lib
 
-__all__ = ["nearest_neighbors", "neighbor_recall", "neighbor_purity"]
+__all__ = ["nearest_neighbors", "ivf_neighbors", "neighbor_recall",
+           "neighbor_purity"]
 
 _METRICS = ("cosine", "sqeuclidean")
 
@@ -85,21 +94,10 @@ def nearest_neighbors(x: np.ndarray, k: int, *, metric: str = "cosine",
   Returns:
     ``[n, k]`` int32, nearest first; an example is never its own neighbour.
   """
-  x = np.asarray(x, np.float32)
-  if x.ndim < 2 or x.shape[0] < 2:
-    raise ValueError(f"`x` must be [n, ...] with n >= 2 examples; got shape "
-                     f"{x.shape}.")
+  x = _prepared(x, k, metric)
   n = x.shape[0]
-  if not isinstance(k, (int, np.integer)) or not 1 <= k < n:
-    raise ValueError(f"`k`={k!r} must be an integer in [1, n) with n={n} "
-                     "examples.")
-  if metric not in _METRICS:
-    raise ValueError(f"`metric`={metric!r} must be one of {_METRICS}.")
   if not 0.0 < recall_target <= 1.0:
     raise ValueError(f"`recall_target`={recall_target} must be in (0, 1].")
-  x = x.reshape(n, -1)
-  if metric == "cosine":
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
   tile = max(int(min(database_block, n)), int(k))
   pad = -n % tile
   database = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
@@ -112,6 +110,105 @@ def nearest_neighbors(x: np.ndarray, k: int, *, metric: str = "cosine",
       search, x, database.reshape(-1, tile, x.shape[1]),
       sq_norms.reshape(-1, tile), block_size=chunk,
       devices=devices).astype(np.int32)
+
+
+def _prepared(x, k, metric) -> np.ndarray:
+  """``x`` as ``[n, d]`` float32 (unit rows for cosine), arguments checked."""
+  x = np.asarray(x, np.float32)
+  if x.ndim < 2 or x.shape[0] < 2:
+    raise ValueError(f"`x` must be [n, ...] with n >= 2 examples; got shape "
+                     f"{x.shape}.")
+  n = x.shape[0]
+  if not isinstance(k, (int, np.integer)) or not 1 <= k < n:
+    raise ValueError(f"`k`={k!r} must be an integer in [1, n) with n={n} "
+                     "examples.")
+  if metric not in _METRICS:
+    raise ValueError(f"`metric`={metric!r} must be one of {_METRICS}.")
+  x = x.reshape(n, -1)
+  if metric == "cosine":
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  return x
+
+
+def _nearest_centroids(x, centroids, count, chunk=16384) -> np.ndarray:
+  """``[n, count]`` the nearest ``centroids`` (Euclidean) of each row."""
+  c_sq = np.sum(centroids * centroids, axis=1)
+  out = np.empty((len(x), count), np.int64)
+  for start in range(0, len(x), chunk):
+    scores = 2.0 * x[start:start + chunk] @ centroids.T - c_sq
+    top = np.argpartition(-scores, count - 1, axis=1)[:, :count]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1,
+                       kind="stable")
+    out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+  return out
+
+
+def ivf_neighbors(x: np.ndarray, k: int, *, metric: str = "cosine",
+                  num_cells: int | None = None, num_probes: int = 16,
+                  train_size: int | None = None, query_block: int = 2048,
+                  seed: int = 0) -> np.ndarray:
+  """Approximate ``k`` nearest other examples of each row, by an inverted
+  file (on the host; see the module docstring).
+
+  Args:
+    x: ``[n, ...]`` examples (flattened to ``[n, d]``).
+    k: neighbours per example, ``1 <= k < n``.
+    metric: ``'cosine'`` or ``'sqeuclidean'``.
+    num_cells: k-means cells; default ``round(2 sqrt(n))`` (at most ``n``).
+    num_probes: cells each cell's members are searched in (its own and the
+      nearest others by centroid); ``num_probes >= num_cells`` is exact.
+    train_size: rows of the sample the cells' k-means is fitted on
+      (default ``64 * num_cells``).
+    query_block: a cell's members scored at once (memory ``query_block *
+      candidates`` floats).
+    seed: the sample's and k-means' seed.
+
+  Returns:
+    ``[n, k]`` int32, nearest first; never the example itself.
+  """
+  x = _prepared(x, k, metric)
+  n = x.shape[0]
+  num_cells = int(round(2 * np.sqrt(n))) if num_cells is None else num_cells
+  if not isinstance(num_cells, (int, np.integer)) or not 1 <= num_cells <= n:
+    raise ValueError(f"`num_cells`={num_cells!r} must be an integer in "
+                     f"[1, n] with n={n} examples.")
+  if not isinstance(num_probes, (int, np.integer)) or num_probes < 1:
+    raise ValueError(f"`num_probes`={num_probes!r} must be a positive "
+                     "integer.")
+  num_probes = min(num_probes, num_cells)
+  rng = np.random.default_rng(seed)
+  train_size = 64 * num_cells if train_size is None else train_size
+  sample = np.sort(rng.choice(n, min(n, max(train_size, num_cells)),
+                              replace=False))
+  centroids = np.asarray(kmeans_lib.kmeans(
+      x[sample], num_cells, n_init=1, max_iters=10, seed=seed).centroids)
+  cell = _nearest_centroids(x, centroids, 1)[:, 0]
+  members = np.argsort(cell, kind="stable")
+  bounds = np.searchsorted(cell[members], np.arange(num_cells + 1))
+  probes = _nearest_centroids(centroids, centroids, num_probes)
+  sq_norms = np.sum(x * x, axis=1)
+  found = np.empty((n, k), np.int32)
+  for c in range(num_cells):
+    queries = members[bounds[c]:bounds[c + 1]]
+    if not len(queries):
+      continue
+    cells = probes[c] if c in probes[c] else np.append(probes[c][:-1], c)
+    candidates = np.concatenate([members[bounds[p]:bounds[p + 1]]
+                                 for p in cells])
+    if len(candidates) <= k:  # too few near cells: this cell searches all
+      candidates = np.arange(n)
+    database = x[candidates]
+    for start in range(0, len(queries), query_block):
+      q = queries[start:start + query_block]
+      scores = x[q] @ database.T
+      if metric == "sqeuclidean":
+        scores = 2.0 * scores - sq_norms[candidates][None, :]
+      scores[q[:, None] == candidates[None, :]] = -np.inf
+      top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+      order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1,
+                         kind="stable")
+      found[q] = candidates[np.take_along_axis(top, order, axis=1)]
+  return found
 
 
 def neighbor_recall(found: np.ndarray, exact: np.ndarray) -> float:

@@ -95,3 +95,81 @@ def test_partners_depend_on_seed_and_step_and_split_over_processes():
                                  step=5, batch_size=6, process_index=p,
                                  process_count=2) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate(halves), full)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "sqeuclidean"])
+def test_inverted_file_probing_every_cell_is_the_exact_search(metric):
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((500, 10)).astype(np.float32)
+  sk_metric = "cosine" if metric == "cosine" else "euclidean"
+  ref = NearestNeighbors(n_neighbors=7, metric=sk_metric).fit(x).kneighbors(
+      x, return_distance=False)[:, 1:]
+  found = neighbors.ivf_neighbors(x, 6, metric=metric, num_cells=20,
+                                  num_probes=20, query_block=32)
+  assert found.shape == (500, 6) and found.dtype == np.int32
+  np.testing.assert_array_equal(found, ref)
+
+
+def test_inverted_file_recall_on_clustered_data():
+  """A few probed cells find most true neighbours of data with structure
+  (a Gaussian mixture, as features of images are); one probe finds fewer
+  and every probe finds all. Never an example itself."""
+  rng = np.random.default_rng(4)
+  means = 3.0 * rng.standard_normal((20, 16))
+  x = (means[rng.integers(0, 20, 4000)]
+       + rng.standard_normal((4000, 16))).astype(np.float32)
+  exact = neighbors.nearest_neighbors(x, 10)
+  found = neighbors.ivf_neighbors(x, 10)  # 126 cells, 16 probes
+  assert not np.any(found == np.arange(4000)[:, None])
+  assert len({tuple(r) for r in np.sort(found, axis=1)}) > 3900
+  recall = neighbors.neighbor_recall(found, exact)
+  one = neighbors.neighbor_recall(
+      neighbors.ivf_neighbors(x, 10, num_probes=1), exact)
+  assert recall >= 0.99 and one < 0.7, (recall, one)  # 0.999 and 0.50
+
+
+def test_inverted_file_cells_too_small_for_k_search_everything():
+  # 12 points in 12 cells, one probe: each cell holds only its query, so
+  # every cell falls back to all rows and the result is exact.
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((12, 4)).astype(np.float32)
+  exact = neighbors.nearest_neighbors(x, 5)
+  found = neighbors.ivf_neighbors(x, 5, num_cells=12, num_probes=1)
+  np.testing.assert_array_equal(found, exact)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(k=0), "`k`"), (dict(k=2, metric="l1"), "`metric`"),
+    (dict(k=2, num_cells=0), "`num_cells`"),
+    (dict(k=2, num_cells=11), "`num_cells`"),
+    (dict(k=2, num_probes=0), "`num_probes`")])
+def test_inverted_file_bad_arguments(kw, match):
+  with pytest.raises(ValueError, match=match):
+    neighbors.ivf_neighbors(np.ones((10, 3)), **kw)
+
+
+def test_mining_searches_exactly_up_to_the_auto_limit_then_by_cells(
+    monkeypatch):
+  """``data.neighbor_search='auto'``: all pairs up to ``AUTO_EXACT_MAX``
+  examples, the inverted file above (here the limit is lowered to 500)."""
+  from clustering.data import pipeline  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(6)
+  means = 3.0 * rng.standard_normal((10, 8))
+  x = (means[rng.integers(0, 10, 1000)]
+       + rng.standard_normal((1000, 8))).astype(np.float32)
+  dataset = data.from_arrays("mixture", x, None)
+  stats = data.input_stats(dataset, seed=0)
+  exact = data.mine_neighbors(dataset, 5, stats, search="exact")
+  calls = []
+  real_ivf = neighbors.ivf_neighbors
+  monkeypatch.setattr(neighbors, "ivf_neighbors",
+                      lambda *a, **kw: calls.append(kw) or real_ivf(*a, **kw))
+  np.testing.assert_array_equal(
+      data.mine_neighbors(dataset, 5, stats, search="auto"), exact)
+  assert not calls
+  monkeypatch.setattr(pipeline, "AUTO_EXACT_MAX", 500)
+  found = data.mine_neighbors(dataset, 5, stats, search="auto", seed=3)
+  assert calls and calls[-1]["seed"] == 3
+  assert neighbors.neighbor_recall(found, exact) >= 0.95
+  np.testing.assert_array_equal(
+      data.mine_neighbors(dataset, 5, stats, search="ivf", seed=3), found)
