@@ -1,7 +1,8 @@
 r"""How time and memory grow with the number of examples, stage by stage.
 
     python -m benchmarks.scale [--sizes=10000,60000,250000,1281167]
-        [--dims=128,768] [--cache=/tmp/scale] [--out=DIR] [--quick]
+        [--dims=128,768] [--stages=...] [--cache=/tmp/scale] [--out=DIR]
+        [--quick]
 
 For each feature size ``d`` a seeded mixture on the sphere
 (:mod:`benchmarks.sphere_mixture`) of the largest ``n`` is written once to
@@ -25,6 +26,10 @@ runs, less what the process held before it. Stages:
   the same process, scikit-learn's ``MiniBatchKMeans`` (time and inertia);
 * ``neighbours``: exact 10-NN search over all pairs (``O(n^2)``; skipped
   above ``--max_knn``);
+* ``neighbours_ivf``: the same by the inverted file
+  (:func:`clustering.algorithms.neighbors.ivf_neighbors`, the default
+  search above 100,000 examples), with its recall of the exact 10
+  neighbours of 1,000 sampled examples (searched outside the timing);
 * ``sinkhorn``: the equal-size assignment of every example among 100
   prototypes, 3 iterations, in blocks (:mod:`clustering.algorithms.balanced`).
 
@@ -49,7 +54,7 @@ import numpy as np
 from benchmarks import sphere_mixture
 
 STAGES = ("train_step", "feature_pass", "assignment", "kmeans", "neighbours",
-          "sinkhorn")
+          "neighbours_ivf", "sinkhorn")
 NUM_CLUSTERS = 100  # of the mixture, of k-means, CPP and the prototypes
 
 
@@ -182,6 +187,9 @@ def run_stage(stage: str, path: str, n: int, *, quick: bool,
     elif stage == "neighbours":
       found = neighbors.nearest_neighbors(x, 10)
       row.update(purity=neighbors.neighbor_purity(found, y))
+    elif stage == "neighbours_ivf":
+      found = neighbors.ivf_neighbors(x, 10)
+      row.update(purity=neighbors.neighbor_purity(found, y))
     elif stage == "sinkhorn":
       rows = np.random.default_rng(0).choice(n, 10 if quick else NUM_CLUSTERS,
                                              replace=False)
@@ -193,6 +201,9 @@ def run_stage(stage: str, path: str, n: int, *, quick: bool,
       raise ValueError(f"Unknown stage {stage!r}; expected one of {STAGES}.")
     seconds = time.perf_counter() - t
   row.update(seconds=seconds, peak_mb=mem.peak_mb)
+  if stage == "neighbours_ivf":
+    row.update(recall=sampled_recall(x, found, num_queries=100 if quick
+                                     else 1000))
   if stage == "kmeans":  # the alternative, same data, same process
     from sklearn import cluster  # pylint: disable=g-import-not-at-top
     with PeakMemory() as sk_mem:
@@ -203,6 +214,36 @@ def run_stage(stage: str, path: str, n: int, *, quick: bool,
                  sklearn_peak_mb=sk_mem.peak_mb,
                  sklearn_inertia=float(sk.inertia_))
   return row
+
+
+def sampled_recall(x, found: np.ndarray, *, num_queries: int,
+                   seed: int = 0) -> float:
+  """Recall of ``found [n, k]`` (cosine neighbours) against the exact
+  neighbours of ``num_queries`` sampled rows, scanned over ``x`` in
+  blocks."""
+  from clustering.algorithms import neighbors  # pylint: disable=g-import-not-at-top
+  n, k = found.shape
+  rows = np.sort(np.random.default_rng(seed).choice(
+      n, min(n, num_queries), replace=False))
+
+  def unit(a):
+    a = np.asarray(a, np.float32).reshape(len(a), -1)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+  queries = unit(x[rows])
+  best = np.full((len(rows), k), -np.inf, np.float32)
+  best_ids = np.zeros((len(rows), k), np.int64)
+  for start in range(0, n, 65536):
+    scores = queries @ unit(x[start:start + 65536]).T
+    ids = np.arange(start, start + scores.shape[1])
+    scores[rows[:, None] == ids[None, :]] = -np.inf
+    merged = np.concatenate([best, scores], axis=1)
+    merged_ids = np.concatenate(
+        [best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+    top = np.argpartition(-merged, k - 1, axis=1)[:, :k]
+    best = np.take_along_axis(merged, top, axis=1)
+    best_ids = np.take_along_axis(merged_ids, top, axis=1)
+  return neighbors.neighbor_recall(found[rows], best_ids)
 
 
 # ------------------------------------------------------------------ driver
@@ -260,6 +301,12 @@ def markdown(rows: list[dict], dim: int) -> str:
                    f"{r['sklearn_seconds']:.3g} | "
                    f"{r['sklearn_seconds'] / r['seconds']:.2f} | "
                    f"{r['inertia']:.6g} | {r['sklearn_inertia']:.6g} |")
+  ivf = [r for r in rows if r["stage"] == "neighbours_ivf" and "recall" in r]
+  if ivf:
+    lines += ["", "Inverted-file 10-NN recall (1,000 sampled examples) and "
+              "purity (mixture labels; exact where run): " + ", ".join(
+                  f"n={r['n']:,}: {r['recall']:.3f} / {r['purity']:.3f}"
+                  for r in ivf)]
   notes = [r for r in rows if r["stage"] == "assignment" and "acc" in r]
   if notes:
     lines += ["", "Assignment ACC (mixture labels): " + ", ".join(
@@ -269,8 +316,11 @@ def markdown(rows: list[dict], dim: int) -> str:
 
 
 def benchmark(*, sizes, dims, cache, quick=False, max_knn=60000,
-              subprocesses=True, log=print) -> dict:
-  """Runs every stage for every size and dim; ``{dim: rows}``."""
+              subprocesses=True, stages=STAGES, log=print) -> dict:
+  """Runs ``stages`` for every size and dim; ``{dim: rows}``."""
+  unknown = sorted(set(stages) - set(STAGES))
+  if unknown:
+    raise ValueError(f"Unknown stages {unknown}; expected some of {STAGES}.")
   os.makedirs(cache, exist_ok=True)
   results = {}
   for dim in dims:
@@ -281,7 +331,7 @@ def benchmark(*, sizes, dims, cache, quick=False, max_knn=60000,
                            num_clusters=10 if quick else NUM_CLUSTERS)
     rows = []
     for n in sizes:
-      for stage in STAGES:
+      for stage in (s for s in STAGES if s in stages):
         row = (_child(stage, path, n, quick, max_knn) if subprocesses else
                run_stage(stage, path, n, quick=quick, max_knn=max_knn))
         log(json.dumps(dict(row, dim=dim)))
@@ -294,6 +344,7 @@ def define_flags():
   flags.DEFINE_list("sizes", ["10000", "60000", "250000", "1281167"],
                     "numbers of examples")
   flags.DEFINE_list("dims", ["128", "768"], "feature sizes")
+  flags.DEFINE_list("stages", list(STAGES), "stages to run")
   flags.DEFINE_string("cache", "/tmp/clustering_scale", "where the mixtures go")
   flags.DEFINE_string("out", "", "write results.json and results.md here")
   flags.DEFINE_bool("quick", False, "small sizes, in this process (tests)")
@@ -314,7 +365,8 @@ def main(argv):
   sizes = [2000, 4000] if f.quick else [int(s) for s in f.sizes]
   dims = [16] if f.quick else [int(d) for d in f.dims]
   results = benchmark(sizes=sizes, dims=dims, cache=f.cache, quick=f.quick,
-                      max_knn=f.max_knn, subprocesses=not f.quick)
+                      max_knn=f.max_knn, subprocesses=not f.quick,
+                      stages=f.stages)
   text = "\n\n".join(markdown(rows, dim) for dim, rows in results.items())
   print(text)
   if f.out:

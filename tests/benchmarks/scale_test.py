@@ -36,6 +36,21 @@ def test_exponent_between_the_two_largest_sizes():
   assert scale.exponent(rows, "sinkhorn") is None
 
 
+def test_sampled_recall_against_scikit_learn(tmp_path):
+  """The benchmark's recall of an IVF search: exact neighbours of sampled
+  rows (scanned in blocks), checked against scikit-learn's."""
+  from sklearn.neighbors import NearestNeighbors  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(7).standard_normal((700, 6)).astype(np.float32)
+  exact = NearestNeighbors(n_neighbors=5, metric="cosine").fit(x).kneighbors(
+      x, return_distance=False)[:, 1:]
+  assert scale.sampled_recall(x, exact, num_queries=200) == 1.0
+  wrong = exact.copy()
+  wrong[:, 3] = (np.arange(700) + 350) % 700  # hardly ever a neighbour
+  recall = scale.sampled_recall(x, wrong, num_queries=700)
+  hits = np.mean(wrong[:, 3] == exact[:, 3])  # else column 3 is lost
+  assert recall == pytest.approx((3 + hits) / 4)
+
+
 @pytest.mark.slow  # (about a minute: the fast tier stays under 3 minutes)
 def test_quick_table_has_every_stage_with_measured_figures(tmp_path):
   results = scale.benchmark(sizes=[1500, 3000], dims=[16],
@@ -53,6 +68,10 @@ def test_quick_table_has_every_stage_with_measured_figures(tmp_path):
   for stage in scale.STAGES:
     assert f"| {stage} |" in table
   assert "ratio (sklearn / ours)" in table
+  for r in rows:  # the inverted file against exact neighbours of samples
+    if r["stage"] == "neighbours_ivf":
+      assert 0.8 <= r["recall"] <= 1.0, r
+  assert "Inverted-file 10-NN recall" in table
   assert scale.exponent(rows, "neighbours") is not None  # measured, not
   # asserted: timings are the benchmark's output
   # A stage in its own process reports the same fields.
