@@ -38,6 +38,11 @@ def get_config(arg=None):
                                frobenius_weight=0.05))
   if "mnist" in args:
     config.eval.num_clusters_candidates = (5, 8, 10, 12, 15, 20)
+    # 1,500 steps (MLC's preset: 1,000) fit the 15 minutes a seed may take
+    # on a 2-core CPU (676 s alone). MNIST-test seed 0, ACC at 1,000
+    # steps 0.975; at 1,500: 0.980 (0.981 at step 1,000 of the longer
+    # cosine schedule).
+    config.train.num_steps = 1500
   if "npy" in args:
     # Frozen features: the heads are the whole model. Noise alone leaves two
     # views of a feature vector almost equal, so view 1 is one of its 5
