@@ -286,6 +286,8 @@ def markdown(rows: list[dict], dim: int) -> str:
 
   for stage in STAGES:
     by_n = {r["n"]: r for r in rows if r["stage"] == stage}
+    if not by_n:  # not among --stages
+      continue
     e, m = exponent(rows, stage), exponent(rows, stage, "peak_mb")
     lines.append(f"| {stage} | " + " | ".join(cell(by_n.get(n)) for n in sizes)
                  + f" | {'' if e is None else f'{e:.2f}'} | "
