@@ -35,6 +35,10 @@ def get_config():
       # on the host: n^1.5, recall ~0.9-0.99) or 'auto' (exact up to
       # 100,000 examples, ivf above).
       neighbor_search="auto",
+      # 'mutual': pairs only of mutual neighbours (j among i's k nearest and
+      # i among j's; an example with none keeps its nearest); 'all': every
+      # one of the k nearest.
+      neighbor_pairs="all",
       augment=ml_collections.ConfigDict(dict(
           crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,
           rotation=0.0)),

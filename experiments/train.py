@@ -93,6 +93,8 @@ def validate_config(config, *, num_devices: int) -> methods.Method:
   data_lib.AugmentSpec.from_config(config.data.augment)
   methods.base.choice(config.data.get("neighbor_search"),
                       "data.neighbor_search", data_lib.NEIGHBOR_SEARCH)
+  methods.base.choice(config.data.get("neighbor_pairs"),
+                      "data.neighbor_pairs", data_lib.NEIGHBOR_PAIRS)
   b, k = config.data.batch_size, config.num_clusters
   if not isinstance(k, int) or k < 2:
     raise ValueError(f"num_clusters must be an integer >= 2; got {k!r}.")
@@ -181,6 +183,7 @@ def setup(config, method: methods.Method, mesh) -> Run:
     neighbors = (data_lib.mine_neighbors(train_ds, method.num_neighbors,
                                          stats,
                                          search=config.data.neighbor_search,
+                                         pairs=config.data.neighbor_pairs,
                                          seed=config.seed)
                  if method.num_neighbors else None)
     model = method.create_model(nnx.Rngs(params=config.seed),

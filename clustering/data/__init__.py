@@ -10,6 +10,7 @@ from clustering.data.pipeline import InputSpec
 from clustering.data.pipeline import Inputs
 from clustering.data.pipeline import InputStats
 from clustering.data.pipeline import mine_neighbors
+from clustering.data.pipeline import NEIGHBOR_PAIRS
 from clustering.data.pipeline import NEIGHBOR_SEARCH
 from clustering.data.pipeline import model_inputs
 from clustering.data.pipeline import partner_indices

@@ -106,13 +106,15 @@ class TrainingBatches:
 
 
 NEIGHBOR_SEARCH = ("auto", "exact", "approximate", "ivf")
+NEIGHBOR_PAIRS = ("all", "mutual")
 # 'auto': the exact all-pairs search up to this many examples (41 s at
 # 60,000 x 768 on a 2-core CPU, growing as n^2), the inverted file above.
 AUTO_EXACT_MAX = 100_000
 
 
 def mine_neighbors(dataset, k: int, stats: "InputStats", *,
-                   search: str = "auto", seed: int = 0) -> np.ndarray:
+                   search: str = "auto", pairs: str = "all",
+                   seed: int = 0) -> np.ndarray:
   """``[n, k]`` each training example's ``k`` nearest others (cosine) in
   the input space: pixels as they are, feature vectors z-scored first.
 
@@ -120,7 +122,9 @@ def mine_neighbors(dataset, k: int, stats: "InputStats", *,
   (the same with ``jax.lax.approx_max_k``: faster on TPU only), ``'ivf'``
   (:func:`clustering.algorithms.neighbors.ivf_neighbors`, on the host,
   k-means cells fitted with ``seed``) or ``'auto'`` (exact up to
-  ``AUTO_EXACT_MAX`` examples, ``'ivf'`` above).
+  ``AUTO_EXACT_MAX`` examples, ``'ivf'`` above). ``pairs='mutual'``
+  keeps only mutual neighbours
+  (:func:`clustering.algorithms.neighbors.mutual_neighbors`).
   """
   x, _ = dataset.all()
   flat = x.reshape(len(x), -1)
@@ -129,9 +133,11 @@ def mine_neighbors(dataset, k: int, stats: "InputStats", *,
   if search == "auto":
     search = "exact" if len(flat) <= AUTO_EXACT_MAX else "ivf"
   if search == "ivf":
-    return neighbors_lib.ivf_neighbors(flat, k, metric="cosine", seed=seed)
-  return neighbors_lib.nearest_neighbors(
-      flat, k, metric="cosine", approximate=search == "approximate")
+    found = neighbors_lib.ivf_neighbors(flat, k, metric="cosine", seed=seed)
+  else:
+    found = neighbors_lib.nearest_neighbors(
+        flat, k, metric="cosine", approximate=search == "approximate")
+  return neighbors_lib.mutual_neighbors(found) if pairs == "mutual" else found
 
 
 # -------------------------------------------------- statistics and views
