@@ -35,9 +35,13 @@ def get_config():
       # on the host: n^1.5, recall ~0.9-0.99) or 'auto' (exact up to
       # 100,000 examples, ivf above).
       neighbor_search="auto",
-      # 'mutual': pairs only of mutual neighbours (j among i's k nearest and
-      # i among j's; an example with none keeps its nearest); 'all': every
-      # one of the k nearest.
+      # 'all': view 1 is any of the k nearest; 'mutual': only mutual
+      # neighbours (j among i's k nearest and i among j's; an example with
+      # none keeps its nearest). Mutual pairs are cleaner (cosine on pixels,
+      # k=5, pairs sharing the class: MNIST-test 0.941 -> 0.960, digits
+      # 0.978 -> 0.989) but fewer, and CPP learned less from them (seed 0
+      # ACC: MNIST-test 0.980 -> 0.976, digits 0.960 -> 0.951; MLC digits
+      # 0.953 either way): the variety of the pairs counts for more.
       neighbor_pairs="all",
       augment=ml_collections.ConfigDict(dict(
           crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,

@@ -39,6 +39,10 @@ MAY_DIFFER = ("train.log_every", "train.eval_every", "train.checkpoint_every",
               "train.nonfinite", "eval.", "data.eval_split", "data.data_dir",
               "distributed.")
 
+# Fields added after runs were stored, with the value a run stored without
+# them had: resuming such a run is not refused for the field's absence.
+ABSENT_MEANS = {"data.neighbor_pairs": "all"}
+
 
 class WorkdirError(ValueError):
   """The workdir holds another run, or another process is writing it."""
@@ -71,6 +75,7 @@ def config_differences(stored: dict, config) -> list[str]:
   """``'field: stored -> new'`` for each field that makes ``config`` another
   run than ``stored`` (a ``config_as_json`` dict)."""
   old, new = _flatten(stored), _flatten(config_as_json(config))
+  old = {**{f: v for f, v in ABSENT_MEANS.items() if f in new}, **old}
 
   def may_differ(field):
     if any(field == p or (p.endswith(".") and field.startswith(p))

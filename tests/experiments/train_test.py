@@ -156,6 +156,7 @@ def test_a_finished_run_restarted_only_evaluates(tmp_path):
     (dict(optimizer="lamb"), "optimizer.name"),
     (dict(encoder="cnn", data="synthetic"), "needs images"),
     (dict(neighbor_search="faiss"), "data.neighbor_search must be one of"),
+    (dict(neighbor_pairs="snn"), "data.neighbor_pairs must be one of"),
 ])
 def test_bad_configs_fail_before_training(change, message, tmp_path):
   config = get_config("mcr2")
@@ -175,6 +176,8 @@ def test_bad_configs_fail_before_training(change, message, tmp_path):
       config.data.name = change["data"]
     if "neighbor_search" in change:
       config.data.neighbor_search = change["neighbor_search"]
+    if "neighbor_pairs" in change:
+      config.data.neighbor_pairs = change["neighbor_pairs"]
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path), show_progress=False)
   assert not (tmp_path / "metrics.jsonl").exists()

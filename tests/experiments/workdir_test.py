@@ -89,6 +89,25 @@ def test_fields_that_change_no_step_may_differ(tmp_path):
   assert stored["train"]["num_steps"] == 30  # the first command's record
 
 
+def test_a_field_added_later_is_read_as_its_old_value(tmp_path):
+  """A run stored before ``data.neighbor_pairs`` existed trained on every
+  neighbour pair: it resumes under 'all' and is refused under 'mutual'."""
+  with workdir_lib.Workdir(str(tmp_path), mcr2.get_config("quick")):
+    pass
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["data"]["neighbor_pairs"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  config = mcr2.get_config("quick")
+  config.data.neighbor_pairs = "all"
+  with workdir_lib.Workdir(str(tmp_path), config):
+    pass
+  config.data.neighbor_pairs = "mutual"
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="data.neighbor_pairs: 'all' -> 'mutual'"):
+    with workdir_lib.Workdir(str(tmp_path), config):
+      pass
+
+
 def test_a_second_writer_is_refused_at_once(tmp_path):
   config = mcr2.get_config("quick")
   with workdir_lib.Workdir(str(tmp_path), config):

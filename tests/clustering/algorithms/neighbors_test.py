@@ -173,3 +173,56 @@ def test_mining_searches_exactly_up_to_the_auto_limit_then_by_cells(
   assert neighbors.neighbor_recall(found, exact) >= 0.95
   np.testing.assert_array_equal(
       data.mine_neighbors(dataset, 5, stats, search="ivf", seed=3), found)
+
+
+def _mutual_by_sets(table):
+  """Row by row: the mutual neighbours in rank order, tiled over the k
+  slots; the nearest neighbour alone where none is mutual."""
+  rows = [set(row) for row in table]
+  out = []
+  for i, row in enumerate(table):
+    kept = [j for j in row if i in rows[j]] or [row[0]]
+    out.append([kept[c % len(kept)] for c in range(len(row))])
+  return np.array(out)
+
+
+def test_mutual_neighbors_keep_pairs_found_in_both_rows():
+  table = np.array([[1, 2], [0, 2], [3, 0], [2, 1]])
+  # 0-1, 0-2 and 2-3 are mutual; 1->2 and 3->1 are one-sided.
+  np.testing.assert_array_equal(neighbors.mutual_neighbors(table),
+                                [[1, 2], [0, 0], [3, 0], [2, 2]])
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((300, 4))
+  table = NearestNeighbors(n_neighbors=6).fit(x).kneighbors(
+      x, return_distance=False)[:, 1:]
+  kept = neighbors.mutual_neighbors(table)
+  np.testing.assert_array_equal(kept, _mutual_by_sets(table))
+  assert kept.dtype == table.dtype
+  # Some rows lose partners and none gains one it did not list.
+  assert (kept != table).any()
+  assert all(set(a) <= set(b) for a, b in zip(kept, table))
+
+
+def test_mutual_pairs_share_a_class_more_often_on_digits():
+  """On real images mutual pairs are cleaner (digits, 10 neighbours:
+  0.963 -> 0.983 of pairs share the class)."""
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  x, labels = load_digits(return_X_y=True)
+  images = (x.reshape(-1, 8, 8, 1) / 16.0).astype(np.float32)
+  dataset = data.from_arrays("digits", images, labels)
+  stats = data.input_stats(dataset, seed=0)
+  every = data.mine_neighbors(dataset, 10, stats, search="exact")
+  mutual = data.mine_neighbors(dataset, 10, stats, search="exact",
+                               pairs="mutual")
+  np.testing.assert_array_equal(mutual, neighbors.mutual_neighbors(every))
+  assert (neighbors.neighbor_purity(mutual, labels)
+          > neighbors.neighbor_purity(every, labels) + 0.015)
+
+
+@pytest.mark.parametrize("table, match", [
+    (np.array([0, 1]), r"\[n, k\] integer"),
+    (np.array([[0.0], [1.0]]), r"\[n, k\] integer"),
+    (np.array([[1], [2]]), r"in \[0, 2\)")])
+def test_mutual_neighbors_bad_tables(table, match):
+  with pytest.raises(ValueError, match=match):
+    neighbors.mutual_neighbors(table)
