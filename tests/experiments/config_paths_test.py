@@ -559,3 +559,16 @@ def test_learning_rate_schedules_follow_their_formulas(warmup):
                              rtol=1e-5, atol=1e-9)
   _, lr = trainer_lib.make_optimizer(config, num_steps, learning_rate=1e-4)
   assert float(lr(0)) == float(lr(num_steps)) == np.float32(1e-4)
+
+
+@pytest.mark.parametrize("name", ["cpp", "mcr2", "clam", "soft_kmeans",
+                                  "icon", "swav"])
+@pytest.mark.parametrize("arg", ["quick", "mnist,quick"])
+def test_quick_stays_quick_under_every_preset(name, arg):
+  """A preset's own lengths must not undo ``:quick`` (CPP's 28x28 preset
+  once set 1,500 steps after it)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config(arg)
+  assert config.train.num_steps <= 30
+  assert config.data.batch_size <= 64
+  assert config.objective.get("warmup_steps", 0) < config.train.num_steps
