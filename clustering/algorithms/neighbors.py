@@ -235,7 +235,8 @@ def mutual_neighbors(neighbors: np.ndarray) -> np.ndarray:
   several partners. The table keeps its shape, so a partner drawn
   uniformly from a row is one of the example's mutual neighbours (tiled
   over the ``k`` slots in rank order); a row with none keeps its nearest
-  neighbour in every slot.
+  neighbour in every slot. Fewer partners can teach less: CPP learned
+  less from them than from all pairs (``configs/default.py``).
 
   Args:
     neighbors: ``[n, k]`` indices into the same ``n`` examples, nearest
