@@ -4,6 +4,7 @@ r"""Clustering quality leaderboard: every recipe and the classical baselines.
     python -m benchmarks.quality --methods=mcr2,sklearn_kmeans --seeds=0
     python -m benchmarks.quality --quick --datasets=digits --methods=clam
     python -m benchmarks.quality --merge=A/results.json,B/results.json --out=C
+    python -m benchmarks.quality --idx=fashion=DIR --datasets=fashion
 
 Each deep method is trained from scratch by its config (``configs/<name>.py``
 with the dataset's preset, ``:mnist`` on MNIST-test) and evaluated by its own
@@ -39,7 +40,11 @@ Writes to ``--out``:
   another config (``--quick`` against a full run) is an error.
 
 MNIST-test is read from ``--mnist_dir`` (default ``../shared/data/mnist_test``
-next to the repository); it is skipped with a message when absent.
+next to the repository); it is skipped with a message when absent. Other
+28x28 grayscale sets in MNIST's IDX format (Fashion-MNIST, KMNIST; see
+``benchmarks/fashion_mnist.py``) are named with ``--idx=NAME=DIR`` and run
+like MNIST-test: every recipe's ``:mnist`` (28x28) preset, changed only in
+its data path, on the ``t10k`` files of ``DIR``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from absl import logging
 import numpy as np
 
 from clustering import data as data_lib
+from clustering.data import idx as idx_lib
 from clustering.algorithms import metrics as metrics_lib
 
 DEEP_METHODS = ("mcr2", "cpp", "swav", "soft_kmeans", "clam", "icon")
@@ -77,6 +83,9 @@ _MNIST = flags.DEFINE_string(
     "mnist_dir",
     str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist_test"),
     "Folder with the MNIST t10k IDX files.")
+_IDX = flags.DEFINE_list(
+    "idx", [], "More 28x28 IDX datasets as NAME=DIR (t10k files in DIR), "
+    "run with the :mnist preset; name them in --datasets.")
 _MERGE = flags.DEFINE_list(
     "merge", [], "results.json files of earlier runs: report them together "
     "in --out instead of running anything.")
@@ -85,31 +94,54 @@ _MERGE = flags.DEFINE_list(
 # ------------------------------------------------------------------ data
 
 
-def dataset_config(dataset: str, mnist_dir: str):
+def parse_idx(specs) -> dict[str, str]:
+  """``['fashion=/data/fm']`` (``--idx``) -> ``{'fashion': '/data/fm'}``."""
+  dirs = {}
+  for spec in specs:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+      raise ValueError(f"--idx: {spec!r} is not NAME=DIR.")
+    if name in DATASETS or name in dirs:
+      raise ValueError(f"--idx: the name {name!r} is taken; pick another.")
+    dirs[name] = path
+  return dirs
+
+
+def idx_dirs(mnist_dir: str, extra=None) -> dict[str, str]:
+  """Each 28x28 IDX dataset's folder: MNIST-test's and ``--idx``'s."""
+  return {"mnist_test": mnist_dir, **(extra or {})}
+
+
+def dataset_config(dataset: str, mnist_dir: str, extra_idx=None):
   """The ``config.data`` fields that select ``dataset``."""
   if dataset == "digits":
     return dict(name="digits", path="")
-  if dataset == "mnist_test":  # the :mnist preset's source, from IDX files
-    return dict(name="mnist", path=mnist_dir, split="test")
+  dirs = idx_dirs(mnist_dir, extra_idx)
+  if dataset in dirs:  # the :mnist preset's source, from IDX files
+    return dict(name="mnist", path=dirs[dataset], split="test")
   raise ValueError(f"Unknown dataset {dataset!r}; expected one of "
-                   f"{DATASETS}.")
+                   f"{DATASETS + tuple(extra_idx or ())}.")
 
 
-def available(dataset: str, mnist_dir: str) -> bool:
-  if dataset == "mnist_test":
-    return (pathlib.Path(mnist_dir) / "t10k-images-idx3-ubyte.gz").exists() \
-        or (pathlib.Path(mnist_dir) / "t10k-images-idx3-ubyte").exists()
+def available(dataset: str, mnist_dir: str, extra_idx=None) -> bool:
+  dirs = idx_dirs(mnist_dir, extra_idx)
+  if dataset in dirs:
+    return idx_lib.split_files(dirs[dataset], "t10k") == 2
   return True
 
 
 def method_config(method: str, dataset: str, *, mnist_dir: str, seed: int,
-                  quick: bool):
-  """``configs/<method>.py`` with the dataset's preset (and ``quick``)."""
-  args = [a for a in ("mnist" if dataset == "mnist_test" else "",
-                      "quick" if quick else "") if a]
+                  quick: bool, extra_idx=None):
+  """``configs/<method>.py`` with the dataset's preset (and ``quick``).
+
+  Every IDX dataset gets the ``:mnist`` preset: one set of hyperparameters
+  per recipe for all 28x28 grayscale data.
+  """
+  preset = "mnist" if dataset in idx_dirs(mnist_dir, extra_idx) else ""
+  args = [a for a in (preset, "quick" if quick else "") if a]
   config = importlib.import_module(f"configs.{method}").get_config(
       ",".join(args))
-  config.data.update(dataset_config(dataset, mnist_dir))
+  config.data.update(dataset_config(dataset, mnist_dir, extra_idx))
   config.seed = seed
   return config
 
@@ -165,7 +197,8 @@ def _pixel_kmeans_silhouette(dataset, x, k, seed):
 
 
 def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
-            labels: np.ndarray, quick: bool, mnist_dir: str) -> dict:
+            labels: np.ndarray, quick: bool, mnist_dir: str,
+            extra_idx=None) -> dict:
   """Trains/fits one (method, dataset, seed); returns its results row."""
   k = int(len(np.unique(labels)))
   if method in DEEP_METHODS:
@@ -174,7 +207,7 @@ def run_one(method: str, dataset: str, seed: int, *, out: str, x: np.ndarray,
     workdir = os.path.join(out, dataset, "runs", method, f"seed{seed}")
     done = os.path.join(workdir, "results.json")
     config = method_config(method, dataset, mnist_dir=mnist_dir, seed=seed,
-                           quick=quick)
+                           quick=quick, extra_idx=extra_idx)
     if os.path.exists(done) and workdir_lib.holds_run_of(workdir, config):
       logging.info("%s/%s seed %d: reusing %s", dataset, method, seed, done)
       with open(done) as f:
@@ -335,35 +368,42 @@ def plot(summary: list[dict], out: str) -> list[str]:
 
 
 def benchmark(*, datasets, methods, seeds, out, quick=False,
-              mnist_dir=_MNIST.default) -> list[dict]:
-  """Runs the leaderboard; writes and returns the per-run rows."""
+              mnist_dir=_MNIST.default, extra_idx=None) -> list[dict]:
+  """Runs the leaderboard; writes and returns the per-run rows.
+
+  ``extra_idx`` maps more dataset names to IDX folders (``--idx``).
+  """
+  known = DATASETS + tuple(extra_idx or ())
   for m in methods:
     if m not in ALL_METHODS:
       raise ValueError(f"Unknown method {m!r} in --methods; expected some "
                        f"of {ALL_METHODS}.")
   for d in datasets:
-    if d not in DATASETS:
+    if d not in known:
       raise ValueError(f"Unknown dataset {d!r} in --datasets; expected some "
-                       f"of {DATASETS}.")
+                       f"of {known} (more with --idx=NAME=DIR).")
   os.makedirs(out, exist_ok=True)
   rows = []
-  jobs = [(d, m, s) for d in datasets if available(d, mnist_dir)
+  dirs = idx_dirs(mnist_dir, extra_idx)
+  jobs = [(d, m, s) for d in datasets if available(d, mnist_dir, extra_idx)
           for m in methods for s in seeds]
   for d in datasets:
-    if not available(d, mnist_dir):
-      print(f"Skipping {d}: no MNIST test files in {mnist_dir} "
-            "(pass --mnist_dir).", flush=True)
+    if not available(d, mnist_dir, extra_idx):
+      flag = "--mnist_dir" if d == "mnist_test" else f"--idx={d}=DIR"
+      print(f"Skipping {d}: no t10k IDX files in {dirs[d]} (pass {flag}).",
+            flush=True)
   t_start, loaded = time.perf_counter(), {}
   for i, (dataset, method, seed) in enumerate(jobs):
     if dataset not in loaded:
       ds = data_lib.load(
-          _data_config(dataset, mnist_dir), num_clusters=10)
+          _data_config(dataset, mnist_dir, extra_idx), num_clusters=10)
       x, labels = ds.all()
       loaded[dataset] = (x.reshape(len(x), -1).astype(np.float32),
                          labels.astype(np.int64))
     x, labels = loaded[dataset]
     row, clusters = run_one(method, dataset, seed, out=out, x=x,
-                            labels=labels, quick=quick, mnist_dir=mnist_dir)
+                            labels=labels, quick=quick, mnist_dir=mnist_dir,
+                            extra_idx=extra_idx)
     rows.append(row)
     if seed == seeds[0]:
       os.makedirs(os.path.join(out, dataset), exist_ok=True)
@@ -421,10 +461,10 @@ def merge(paths: list[str], out: str) -> list[dict]:
   return rows
 
 
-def _data_config(dataset, mnist_dir):
+def _data_config(dataset, mnist_dir, extra_idx=None):
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config().data
-  config.update(dataset_config(dataset, mnist_dir))
+  config.update(dataset_config(dataset, mnist_dir, extra_idx))
   return config
 
 
@@ -436,7 +476,8 @@ def main(argv):
     return
   benchmark(datasets=_DATASETS.value, methods=_METHODS.value,
             seeds=[int(s) for s in _SEEDS.value], out=_OUT.value,
-            quick=_QUICK.value, mnist_dir=_MNIST.value)
+            quick=_QUICK.value, mnist_dir=_MNIST.value,
+            extra_idx=parse_idx(_IDX.value))
 
 
 if __name__ == "__main__":

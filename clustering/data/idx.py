@@ -86,6 +86,27 @@ def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
   return np.frombuffer(data, dtype).reshape(shape)
 
 
+def write_idx(path, array: np.ndarray) -> None:
+  """Writes a uint8 array as one IDX file, gzipped when ``path`` ends .gz.
+
+  The inverse of :func:`read_idx` for images ``[n, h, w]`` and labels
+  ``[n]``.
+
+  Raises:
+    ValueError: if ``array`` is not uint8 or has no dimensions.
+  """
+  array = np.asarray(array)
+  if array.dtype != np.uint8 or array.ndim == 0:
+    raise ValueError(f"write_idx: array must be uint8 with at least one "
+                     f"dimension, got {array.dtype} of shape {array.shape}.")
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(s).to_bytes(4, "big") for s in array.shape)
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "wb") as f:
+    f.write(header + np.ascontiguousarray(array).tobytes())
+
+
 def _find(directory: pathlib.Path, stem: str):
   for name in (stem, stem + ".gz"):
     if (directory / name).exists():

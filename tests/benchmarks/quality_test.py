@@ -1,5 +1,6 @@
 """The quality leaderboard's quick mode: files, rows and metrics."""
 
+import importlib
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from benchmarks import quality
 from clustering.algorithms import metrics
+from clustering.data import idx
 
 
 @pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
@@ -79,6 +81,49 @@ def test_missing_mnist_is_skipped_and_bad_names_are_errors(tmp_path, capsys):
   with pytest.raises(ValueError, match="--datasets"):
     quality.benchmark(datasets=["cifar"], methods=["clam"], seeds=[0],
                       out=str(tmp_path))
+
+
+def test_idx_datasets_run_like_mnist_test(tmp_path, capsys):
+  """``--idx=NAME=DIR``: another 28x28 IDX set, the recipes' :mnist preset
+  with only the data path changed, baselines on its pixels."""
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(3), 20).astype(np.uint8)
+  images = np.zeros((60, 28, 28), np.uint8)
+  for c in range(3):  # each class lights its own band of rows
+    images[labels == c, 9 * c: 9 * c + 9] = rng.integers(
+        150, 256, ((labels == c).sum(), 9, 28))
+  order = rng.permutation(60)
+  idx.write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images[order])
+  idx.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[order])
+  extra = quality.parse_idx([f"bands={tmp_path}"])
+  assert extra == {"bands": str(tmp_path)}
+  rows = quality.benchmark(datasets=["bands"], methods=["jax_kmeans"],
+                           seeds=[0], out=str(tmp_path / "out"),
+                           extra_idx=extra)
+  assert [(r["dataset"], r["method"]) for r in rows] == [
+      ("bands", "jax_kmeans")]
+  assert rows[0]["acc"] == 1.0
+  np.testing.assert_array_equal(
+      np.load(tmp_path / "out" / "bands" / "jax_kmeans.npz")["label"],
+      labels[order])
+  config = quality.method_config("cpp", "bands", mnist_dir="unused", seed=1,
+                                 quick=False, extra_idx=extra)
+  preset = importlib.import_module("configs.cpp").get_config("mnist")
+  preset.data.path, preset.seed = str(tmp_path), 1
+  assert config.to_dict() == preset.to_dict()
+  # A missing folder is skipped with the flag to pass; bad specs are named.
+  assert quality.benchmark(
+      datasets=["bands"], methods=["jax_kmeans"], seeds=[0],
+      out=str(tmp_path / "o2"), extra_idx={"bands": str(tmp_path / "no")}) \
+      == []
+  assert "Skipping bands" in capsys.readouterr().out
+  for spec, match in [("fashion", "not NAME=DIR"), ("=/d", "not NAME=DIR"),
+                      ("digits=/d", "'digits' is taken")]:
+    with pytest.raises(ValueError, match=match):
+      quality.parse_idx([spec])
+  with pytest.raises(ValueError, match=r"--datasets.*--idx=NAME=DIR"):
+    quality.benchmark(datasets=["bands"], methods=["jax_kmeans"], seeds=[0],
+                      out=str(tmp_path / "o3"))
 
 
 def test_selection_report_ranks_seeds_against_acc():

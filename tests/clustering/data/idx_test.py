@@ -89,3 +89,20 @@ def test_wrong_number_of_dimensions_is_named(tmp_path, dims, expected):
   with pytest.raises(ValueError, match="has 0 dimensions; expected at least"):
     (tmp_path / "zero").write_bytes(bytes([0, 0, 0x08, 0]))
     idx.read_idx(tmp_path / "zero")
+
+
+@pytest.mark.parametrize("name", ["labels", "labels.gz"])
+def test_write_idx_writes_mnist_bytes(tmp_path, name):
+  labels = np.array([7, 0, 255], np.uint8)
+  idx.write_idx(tmp_path / name, labels)
+  raw = (gzip.decompress if name.endswith(".gz") else bytes)(
+      (tmp_path / name).read_bytes())
+  # MNIST's label header: magic 0x00000801, then the count, big-endian.
+  assert raw == b"\x00\x00\x08\x01" + b"\x00\x00\x00\x03" + b"\x07\x00\xff"
+  images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), np.uint8)
+  idx.write_idx(tmp_path / "images.gz", images)
+  np.testing.assert_array_equal(idx.read_idx(tmp_path / "images.gz", ndim=3),
+                                images)
+  with pytest.raises(ValueError, match=r"uint8 .* got float32 of shape "
+                     r"\(2,\)"):
+    idx.write_idx(tmp_path / "f", np.zeros(2, np.float32))
