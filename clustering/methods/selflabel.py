@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clustering import models
+from clustering.algorithms import metrics
 from clustering.methods import base
 
 __all__ = ["Hparams", "selflabel_loss", "cutout", "fit_head", "SelfLabelled",
@@ -277,13 +278,18 @@ class SelfLabelled(base.Method):
     """The head's argmax once self-labelling has started (``info``: the
     fraction of examples on which it agrees with the method's own rule, a
     label-free measure of how far self-labelling moved the partition);
-    the method's own rule before."""
+    the method's own rule before.
+
+    The agreement matches the two partitions' cluster ids one to one first
+    (Hungarian): a rule such as MLC/CPP's spectral cut of Gamma numbers its
+    clusters afresh at every evaluation.
+    """
     inner, info = self.inner.assign(outputs)
     if not outputs["selflabel_started"][0]:
       return inner, info
     clusters = np.argmax(outputs["selflabel_logits"], axis=-1).astype(np.int32)
     return clusters, dict(info, selflabel_agreement=float(
-        np.mean(clusters == inner)))
+        metrics.hungarian_accuracy(inner, clusters)))
 
   def coding_length(self, outputs, clusters):
     return self.inner.coding_length(outputs, clusters)

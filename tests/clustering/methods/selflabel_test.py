@@ -4,6 +4,7 @@ problem on which it must raise ACC."""
 
 import dataclasses
 import importlib
+import types
 
 import jax
 from jax.test_util import check_grads
@@ -183,6 +184,26 @@ def test_the_phase_is_appended_with_its_own_rate_and_inputs():
 
 
 @pytest.mark.slow
+def test_agreement_with_the_method_matches_cluster_ids_first():
+  """The head and the method's rule may number the same clusters apart
+  (CPP's spectral cut numbers them afresh): 5 of 6 rows agree once the ids
+  are matched, whatever the numbering."""
+  head = np.array([0, 0, 1, 1, 2, 2])
+  inner_rule = np.array([2, 2, 0, 0, 1, 0])  # head's 0->2, 1->0, 2->1
+  fake = types.SimpleNamespace(inner=types.SimpleNamespace(
+      assign=lambda outputs: (inner_rule, {"sinkhorn_error": 0.0})))
+  outputs = {"selflabel_logits": np.eye(3)[head],
+             "selflabel_started": np.ones(6, bool)}
+  clusters, info = selflabel.SelfLabelled.assign(fake, outputs)
+  np.testing.assert_array_equal(clusters, head)
+  assert info == {"sinkhorn_error": 0.0,
+                  "selflabel_agreement": pytest.approx(5 / 6)}
+  outputs["selflabel_started"] = np.zeros(6, bool)  # before the phase
+  clusters, info = selflabel.SelfLabelled.assign(fake, outputs)
+  np.testing.assert_array_equal(clusters, inner_rule)
+  assert info == {"sinkhorn_error": 0.0}
+
+
 def test_self_labelling_raises_acc_on_a_toy_problem(tmp_path):
   """Three sheared Gaussian blobs (scikit-learn's anisotropic example), on
   which nearest-prototype assignment (ClAM on the inputs) cuts the long
