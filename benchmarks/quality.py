@@ -318,11 +318,19 @@ def _fmt(s, key, digits=3):
   return f"{s[key]:.{digits}f}"
 
 
+def _name(s, seeds):
+  """The method, with its own seeds where they are not the table's."""
+  if s["seeds"] == seeds:
+    return s["method"]
+  plural = "s" if len(s["seeds"]) > 1 else ""
+  return f"{s['method']} (seed{plural} {', '.join(map(str, s['seeds']))})"
+
+
 def markdown(summary: list[dict]) -> str:
   lines = []
   for dataset in dict.fromkeys(s["dataset"] for s in summary):
     rows = [s for s in summary if s["dataset"] == dataset]
-    seeds = rows[0]["seeds"]
+    seeds = max((s["seeds"] for s in rows), key=len)
     lines += [f"### {dataset} (seeds {', '.join(map(str, seeds))})", "",
               "| method | ACC | NMI | ARI | silhouette (own space) | "
               "k-means silhouette (own space) | silhouette (pixels) | "
@@ -330,7 +338,7 @@ def markdown(summary: list[dict]) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for s in rows:
       lines.append(
-          f"| {s['method']} | {_fmt(s, 'acc')} | {_fmt(s, 'nmi')} | "
+          f"| {_name(s, seeds)} | {_fmt(s, 'acc')} | {_fmt(s, 'nmi')} | "
           f"{_fmt(s, 'ari')} | {_fmt(s, 'silhouette')} | "
           f"{_fmt(s, 'silhouette_kmeans')} | "
           f"{_fmt(s, 'silhouette_input')} | {_fmt(s, 'seconds', 0)} |")

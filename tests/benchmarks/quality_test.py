@@ -175,6 +175,14 @@ def test_merge_reports_runs_of_several_sessions_together(tmp_path):
   assert ("| swav | 0.800 ± 0.082 | 0.400 ± 0.041 | 0.500 ± 0.000 | "
           "0.200 ± 0.000 | 0.300 ± 0.000 | 0.100 ± 0.000 | 20 ± 8 |") in table
   assert "### d (seeds 0, 1, 2)" in table and "| jax_kmeans | 0.500 |" in table
+  # A method run on fewer seeds than its table says so, without a std.
+  third = tmp_path / "c.json"
+  third.write_text(json.dumps([_row("clam", 1, 0.6)]))
+  quality.merge([str(first), str(second), str(third)], str(out))
+  table = (out / "results.md").read_text()
+  assert "### d (seeds 0, 1, 2)" in table
+  assert "| clam (seed 1) | 0.600 | 0.300 |" in table
+  assert "| swav | 0.800 ± 0.082 |" in table
   # Loss 0.1, 0.3, 0.2 ranks the seeds exactly as ACC does.
   assert "| final_loss (lower) | +1.00 | 1 of 1 recipes |" in table
   assert (out / "d.png").stat().st_size > 1000
