@@ -43,6 +43,11 @@ def get_config():
       # ACC: MNIST-test 0.980 -> 0.976, digits 0.960 -> 0.951; MLC digits
       # 0.953 either way): the variety of the pairs counts for more.
       neighbor_pairs="all",
+      # With neighbour pairs: the probability that an example is paired with
+      # a second view of itself instead of a neighbour. Set by the recipes
+      # whose clusters gained from it (see their configs); 0 = always a
+      # neighbour.
+      self_pair_share=0.0,
       augment=ml_collections.ConfigDict(dict(
           crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,
           rotation=0.0)),

@@ -95,6 +95,14 @@ def validate_config(config, *, num_devices: int) -> methods.Method:
                       "data.neighbor_search", data_lib.NEIGHBOR_SEARCH)
   methods.base.choice(config.data.get("neighbor_pairs"),
                       "data.neighbor_pairs", data_lib.NEIGHBOR_PAIRS)
+  share = config.data.get("self_pair_share", 0.0)
+  if not 0.0 <= share <= 1.0:
+    raise ValueError(f"data.self_pair_share must be in [0, 1]; got {share}.")
+  if share and not method.num_neighbors:
+    raise ValueError(
+        f"data.self_pair_share={share} needs neighbour pairs, and "
+        f"{config.method} with these objective settings trains on two views "
+        "of each example (set objective.neighbors='input').")
   b, k = config.data.batch_size, config.num_clusters
   if not isinstance(k, int) or k < 2:
     raise ValueError(f"num_clusters must be an integer >= 2; got {k!r}.")
@@ -193,7 +201,8 @@ def setup(config, method: methods.Method, mesh) -> Run:
   batches = data_lib.TrainingBatches(
       train_ds, batch_size=config.data.batch_size, seed=config.seed,
       neighbors=neighbors, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(),
+      self_share=config.data.get("self_pair_share", 0.0))
   trainer = trainer_lib.Trainer(config, method, model, mesh, stats)
   logging.info("%s on %s: %d examples %s, %d parameters, %d device(s).",
                config.method, train_ds.name, train_ds.num_examples,

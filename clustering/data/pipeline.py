@@ -56,7 +56,8 @@ def batch_indices(order, step: int, batch_size: int,
 
 def partner_indices(neighbors: np.ndarray, anchors: np.ndarray, *, seed: int,
                     step: int, batch_size: int, process_index: int = 0,
-                    process_count: int = 1) -> np.ndarray:
+                    process_count: int = 1, self_share: float = 0.0
+                    ) -> np.ndarray:
   """One random neighbour of each anchor of this process's share of batch s.
 
   Args:
@@ -65,15 +66,24 @@ def partner_indices(neighbors: np.ndarray, anchors: np.ndarray, *, seed: int,
     seed, step: the draw is a function of ``(seed, step)`` only, so a resumed
       run sees the same pairs.
     batch_size: the global batch size.
+    self_share: probability that an anchor is its own partner (its view 1 is
+      then a second view of itself); drawn per pair after the neighbour, so
+      ``0`` gives the pairs it gave before the argument existed.
 
   Returns:
     ``[len(anchors)]`` int64 partner indices.
   """
+  if not 0.0 <= self_share <= 1.0:
+    raise ValueError(f"self_share must be in [0, 1]; got {self_share}.")
   per_process = batch_size // process_count
-  pick = np.random.default_rng([seed, step]).integers(
-      0, neighbors.shape[1], size=batch_size)
-  pick = pick[process_index * per_process:(process_index + 1) * per_process]
-  return neighbors[anchors, pick].astype(np.int64)
+  rows = slice(process_index * per_process, (process_index + 1) * per_process)
+  rng = np.random.default_rng([seed, step])
+  pick = rng.integers(0, neighbors.shape[1], size=batch_size)[rows]
+  partners = neighbors[anchors, pick].astype(np.int64)
+  if self_share:
+    own = rng.random(batch_size)[rows] < self_share
+    partners = np.where(own, anchors, partners)
+  return partners
 
 
 
@@ -88,9 +98,9 @@ class TrainingBatches:
 
   def __init__(self, dataset, *, batch_size: int, seed: int,
                neighbors: np.ndarray | None = None, process_index: int = 0,
-               process_count: int = 1):
+               process_count: int = 1, self_share: float = 0.0):
     self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-    self.neighbors = neighbors
+    self.neighbors, self.self_share = neighbors, self_share
     self.process = dict(process_index=process_index,
                         process_count=process_count)
     self.order = index_dataset(dataset.num_examples, seed=seed)
@@ -101,7 +111,8 @@ class TrainingBatches:
     if self.neighbors is None:
       return x, None
     partners = partner_indices(self.neighbors, idx, seed=self.seed, step=step,
-                               batch_size=self.batch_size, **self.process)
+                               batch_size=self.batch_size,
+                               self_share=self.self_share, **self.process)
     return x, self.dataset.get(partners)[0]
 
 

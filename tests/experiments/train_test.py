@@ -157,6 +157,9 @@ def test_a_finished_run_restarted_only_evaluates(tmp_path):
     (dict(encoder="cnn", data="synthetic"), "needs images"),
     (dict(neighbor_search="faiss"), "data.neighbor_search must be one of"),
     (dict(neighbor_pairs="snn"), "data.neighbor_pairs must be one of"),
+    (dict(self_pair_share=1.5), "data.self_pair_share must be in"),
+    (dict(self_pair_share=0.5, neighbors="none"),
+     "data.self_pair_share=0.5 needs neighbour pairs"),
 ])
 def test_bad_configs_fail_before_training(change, message, tmp_path):
   config = get_config("mcr2")
@@ -178,6 +181,10 @@ def test_bad_configs_fail_before_training(change, message, tmp_path):
       config.data.neighbor_search = change["neighbor_search"]
     if "neighbor_pairs" in change:
       config.data.neighbor_pairs = change["neighbor_pairs"]
+    if "self_pair_share" in change:
+      config.data.self_pair_share = change["self_pair_share"]
+    if "neighbors" in change:
+      config.objective.neighbors = change["neighbors"]
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path), show_progress=False)
   assert not (tmp_path / "metrics.jsonl").exists()

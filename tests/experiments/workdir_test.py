@@ -108,6 +108,22 @@ def test_a_field_added_later_is_read_as_its_old_value(tmp_path):
       pass
 
 
+def test_a_run_stored_before_self_pairs_resumes_without_them(tmp_path):
+  with workdir_lib.Workdir(str(tmp_path), mcr2.get_config("quick")):
+    pass
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["data"]["self_pair_share"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  with workdir_lib.Workdir(str(tmp_path), mcr2.get_config("quick")):
+    pass
+  config = mcr2.get_config("quick")
+  config.data.self_pair_share = 0.5
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="data.self_pair_share: 0.0 -> 0.5"):
+    with workdir_lib.Workdir(str(tmp_path), config):
+      pass
+
+
 def test_a_second_writer_is_refused_at_once(tmp_path):
   config = mcr2.get_config("quick")
   with workdir_lib.Workdir(str(tmp_path), config):

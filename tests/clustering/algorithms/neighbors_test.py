@@ -8,6 +8,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from clustering import data
 from clustering.algorithms import neighbors
+from configs import default
 
 
 @pytest.mark.parametrize("metric", ["cosine", "sqeuclidean"])
@@ -95,6 +96,46 @@ def test_partners_depend_on_seed_and_step_and_split_over_processes():
                                  step=5, batch_size=6, process_index=p,
                                  process_count=2) for p in range(2)]
   np.testing.assert_array_equal(np.concatenate(halves), full)
+
+
+def test_self_share_pairs_a_share_of_anchors_with_themselves():
+  table = (np.arange(4000).reshape(1000, 4) + 5000).astype(np.int32)
+  anchors = np.random.default_rng(1).permutation(1000)
+  # Share 0 is the draw before the argument existed: one of the K columns,
+  # uniformly, from the (seed, step) generator.
+  column = np.random.default_rng([3, 7]).integers(0, 4, size=1000)
+  np.testing.assert_array_equal(
+      data.partner_indices(table, anchors, seed=3, step=7, batch_size=1000),
+      table[anchors, column])
+  np.testing.assert_array_equal(
+      data.partner_indices(table, anchors, seed=3, step=7, batch_size=1000,
+                           self_share=1.0), anchors)
+  half = data.partner_indices(table, anchors, seed=3, step=7,
+                              batch_size=1000, self_share=0.5)
+  own = half == anchors
+  assert 430 < own.sum() < 570  # Binomial(1000, 0.5): 4.4 std either way
+  # The others keep the neighbour share 0 drew for them.
+  np.testing.assert_array_equal(half[~own], table[anchors, column][~own])
+  halves = [data.partner_indices(table, anchors[p * 500:(p + 1) * 500],
+                                 seed=3, step=7, batch_size=1000,
+                                 process_index=p, process_count=2,
+                                 self_share=0.5) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), half)
+  with pytest.raises(ValueError, match="self_share must be in"):
+    data.partner_indices(table, anchors, seed=3, step=7, batch_size=1000,
+                         self_share=1.5)
+
+
+def test_training_batches_hand_out_the_anchor_as_its_own_partner():
+  digits = data.load(default.get_config().data, num_clusters=10)
+  table = np.roll(np.arange(digits.num_examples), 1)[:, None]  # i -> i - 1
+  batches = data.TrainingBatches(digits, batch_size=64, seed=0,
+                                 neighbors=table, self_share=1.0)
+  x, partners = batches(3)
+  np.testing.assert_array_equal(partners, x)
+  x, partners = data.TrainingBatches(digits, batch_size=64, seed=0,
+                                     neighbors=table)(3)
+  assert not np.array_equal(partners, x)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "sqeuclidean"])
