@@ -5,7 +5,8 @@ r"""SwAV: online clustering with Sinkhorn codes and swapped prediction.
     python -m experiments.main --config=configs/swav.py:quick
 
 Each image's predictions are swapped with one of its 5 nearest training-set
-neighbours (each augmented). One prototype per cluster, in each of five
+neighbours (each augmented; in the 28x28 preset half the pairs are two views
+of one image). One prototype per cluster, in each of five
 sets; codes from 3 Sinkhorn iterations at eps 0.05 (SwAV's defaults),
 temperature 0.1, prototypes frozen for the first ``freeze_prototypes_steps``
 steps.
@@ -49,6 +50,12 @@ def get_config(arg=None):
   if "mnist" in args:
     default.mnist(config)
     config.data.batch_size = 256
+    # Half the pairs are two views of one image (as I-Con's 28x28 preset):
+    # a fifth of the pixels' neighbours are another class on clothes. Seeds
+    # 0-2, ACC with neighbours only -> half and half: MNIST-test 0.964 ->
+    # 0.971 +- 0.002, the Fashion-MNIST stand-in 0.607 +- 0.019 -> 0.665 +-
+    # 0.015.
+    config.data.self_pair_share = 0.5
   if "quick" in args:
     default.quick(config)
     config.objective.freeze_prototypes_steps = 5
