@@ -320,16 +320,33 @@ class SwAVModel(nnx.Module, HeadLosses):
 class IConModel(nnx.Module, HeadLosses):
   """I-Con: a backbone and ``num_heads`` linear(-MLP) cluster heads giving
   logits; the model's logits are those of the head with the lowest running
-  loss (:class:`HeadLosses`)."""
+  loss (:class:`HeadLosses`).
+
+  With ``num_overclusters > 0`` as many auxiliary heads with that many
+  clusters share the backbone (IIC's over-clustering heads): trained, never
+  assigning.
+  """
 
   def __init__(self, encoder, *, head_hidden, num_clusters, rngs,
-               num_heads: int = 1):
+               num_heads: int = 1, num_overclusters: int = 0):
     self.encoder = encoder
-    self.heads = nnx.List([ProjectionHead(encoder.out_dim, head_hidden,
-                                          num_clusters, normalize=False,
-                                          rngs=rngs)
-                           for _ in range(num_heads)])
+
+    def heads(k):
+      return nnx.List([ProjectionHead(encoder.out_dim, head_hidden, k,
+                                      normalize=False, rngs=rngs)
+                       for _ in range(num_heads)])
+
+    self.heads = heads(num_clusters)
+    # Only with over-clustering: a model without it keeps the state (and
+    # the checkpoints) it always had.
+    if num_overclusters:
+      self.overcluster_heads = heads(num_overclusters)
     self.init_head_losses(num_heads)
+
+  def overcluster_logits(self, h, *, train: bool = False):
+    """Backbone features ``h [n, d]`` -> ``[H, n, num_overclusters]``."""
+    return jnp.stack([head(h, train=train)
+                      for head in self.overcluster_heads])
 
   def all_logits(self, x, *, train: bool = False):
     """``x [n, ...]`` -> ``(backbone features [n, h], logits [H, n, k])``."""

@@ -43,6 +43,9 @@ def get_config(arg=None):
       # gives away (five heads: 0.970 / 0.96, the chosen heads' losses
       # 0.05 below the merged ones').
       num_heads=5,
+      # > 0: as many auxiliary heads with this many times num_clusters
+      # clusters (IIC's over-clustering), trained on the same pairs.
+      overcluster_factor=0,
   ))
   config.optimizer.update(dict(name="adam", learning_rate=1e-3,
                                schedule="cosine", warmup_steps=50))

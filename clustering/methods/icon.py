@@ -23,6 +23,10 @@ Assignment: ``argmax_c P``. With ``objective.num_heads > 1`` several
 cluster heads share the backbone (SCAN's heads: the objective has
 merge-and-split local optima, and its value tells them apart); each is
 trained on its own loss and the one with the lowest running loss assigns.
+With ``objective.overcluster_factor = m > 0`` as many auxiliary heads with
+``m k`` clusters are trained on the same pairs (IIC's over-clustering heads,
+whose finer partition asks the backbone for distinctions the ``k``-way heads
+alone need not make); they never assign.
 """
 
 from __future__ import annotations
@@ -91,10 +95,15 @@ class Hparams:
   alpha_q: float
   temperature: float
   num_heads: int = 1   # cluster heads trained at once; lowest loss assigns
+  # > 0: as many heads with this many times the clusters (never assign).
+  overcluster_factor: int = 0
 
   def __post_init__(self):
     base.choice(self.neighbors, "objective.neighbors", ("batch", "input"))
     base.check_num_heads(self.num_heads)
+    if self.overcluster_factor < 0:
+      raise ValueError("objective.overcluster_factor must be >= 0; got "
+                       f"{self.overcluster_factor}.")
     for name in ("alpha_p", "alpha_q"):
       if not 0 <= getattr(self, name) < 1:
         raise ValueError(f"objective.{name} must be in [0, 1); got "
@@ -110,21 +119,32 @@ class ICon(base.Method):
     return models.IConModel(
         models.make_encoder(spec, example_shape, rngs=rngs),
         head_hidden=spec.head_hidden, num_clusters=self.num_clusters,
-        rngs=rngs, num_heads=self.hp.num_heads)
+        rngs=rngs, num_heads=self.hp.num_heads,
+        num_overclusters=self.hp.overcluster_factor * self.num_clusters)
 
   def loss(self, model, inputs, key, step, phase):
+    """The mean of the heads' losses; with over-clustering, plus the mean
+    of the over-clustering heads' (``'kl_overcluster'``)."""
     del key, step, phase
     hp = self.hp
     flat = inputs.views.reshape((-1,) + inputs.views.shape[2:])
-    _, logits = model.all_logits(flat, train=True)
+    h, logits = model.all_logits(flat, train=True)
     batch_knn = hp.neighbors == "batch"
-    per_head = [icon_clustering_loss(
-        head_logits, temperature=hp.temperature, alpha_p=hp.alpha_p,
-        alpha_q=hp.alpha_q,
-        knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
-        knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
-        for head_logits in logits]
-    return base.mean_over_heads(model, per_head, "kl")
+
+    def head_loss(head_logits):
+      return icon_clustering_loss(
+          head_logits, temperature=hp.temperature, alpha_p=hp.alpha_p,
+          alpha_q=hp.alpha_q,
+          knn_inputs=flat.reshape(flat.shape[0], -1) if batch_knn else None,
+          knn_k=hp.knn_k if batch_knn else 0, knn_walks=hp.knn_walks)
+
+    loss, terms = base.mean_over_heads(
+        model, [head_loss(l) for l in logits], "kl")
+    if not hp.overcluster_factor:
+      return loss, terms
+    over = jnp.mean(jnp.stack([
+        head_loss(l)[0] for l in model.overcluster_logits(h, train=True)]))
+    return loss + over, dict(terms, kl_overcluster=over)
 
   def embed(self, model, x, *, train):
     return model(x, train=train)[0]

@@ -13,6 +13,7 @@ import types
 import pytest
 
 from configs import cpp
+from configs import icon
 from configs import mcr2
 from configs import soft_kmeans
 from experiments import workdir as workdir_lib
@@ -120,6 +121,23 @@ def test_a_run_stored_before_self_pairs_resumes_without_them(tmp_path):
   config.data.self_pair_share = 0.5
   with pytest.raises(workdir_lib.WorkdirError,
                      match="data.self_pair_share: 0.0 -> 0.5"):
+    with workdir_lib.Workdir(str(tmp_path), config):
+      pass
+
+
+def test_an_icon_run_stored_before_overclustering_resumes_without_it(
+    tmp_path):
+  with workdir_lib.Workdir(str(tmp_path), icon.get_config("quick")):
+    pass
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["objective"]["overcluster_factor"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  with workdir_lib.Workdir(str(tmp_path), icon.get_config("quick")):
+    pass
+  config = icon.get_config("quick")
+  config.objective.overcluster_factor = 5
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="objective.overcluster_factor: 0 -> 5"):
     with workdir_lib.Workdir(str(tmp_path), config):
       pass
 

@@ -168,3 +168,67 @@ def test_num_heads_must_be_positive_for_every_method_with_heads(
   cls = icon.ICon if method_config is icon_config else swav.SwAV
   with pytest.raises(ValueError, match="objective.num_heads must be >= 1"):
     cls.from_config(config)
+
+
+# I-Con's over-clustering heads (IIC): trained on the same pairs, never
+# assigning.
+
+
+def overclustering_icon(factor=3, num_heads=2):
+  config = icon_config.get_config("quick")
+  config.objective.update(num_heads=num_heads, overcluster_factor=factor)
+  return icon.ICon.from_config(config), config
+
+
+def test_overclustering_heads_have_factor_times_the_clusters():
+  method, config = overclustering_icon(factor=3, num_heads=2)
+  model = method.create_model(nnx.Rngs(0), (8, 8, 1))
+  x = jnp.zeros((5, 8, 8, 1))
+  h, logits = model.all_logits(x)
+  assert logits.shape == (2, 5, config.num_clusters)
+  assert model.overcluster_logits(h).shape == (2, 5, 3 * config.num_clusters)
+  # Without over-clustering the model's state is the one it always had, so
+  # earlier checkpoints restore.
+  plain = icon.ICon.from_config(icon_config.get_config("quick")).create_model(
+      nnx.Rngs(0), (8, 8, 1))
+  paths = {p for p, _ in nnx.to_flat_state(nnx.state(plain))}
+  assert not any("overcluster" in str(p) for p in paths)
+
+
+def test_overclustering_loss_adds_the_mean_of_its_heads_and_never_assigns():
+  method, config = overclustering_icon(factor=3, num_heads=2)
+  model = method.create_model(nnx.Rngs(0), (8, 8, 1))
+  views = jnp.asarray(np.random.default_rng(5).normal(size=(2, 16, 8, 8, 1)),
+                      jnp.float32)
+  loss, terms = method.loss(model, icon.base.Inputs(views, None),
+                            jax.random.key(0), 0, "train")
+  flat = views.reshape(32, 8, 8, 1)
+  h, logits = model.all_logits(flat, train=True)
+  over_logits = model.overcluster_logits(h, train=True)
+  hp = config.objective
+
+  def one(l):
+    return float(icon.icon_clustering_loss(
+        l, alpha_p=hp.alpha_p, alpha_q=hp.alpha_q)[0])
+
+  main = [one(l) for l in logits]
+  over = [one(l) for l in over_logits]
+  np.testing.assert_allclose(float(loss), np.mean(main) + np.mean(over),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(terms["kl"]), np.mean(main), rtol=1e-5)
+  np.testing.assert_allclose(float(terms["kl_overcluster"]), np.mean(over),
+                             rtol=1e-5)
+  # Only the k-way heads compete for the assignment.
+  np.testing.assert_allclose(np.asarray(model.head_loss[...]), main,
+                             rtol=1e-5)
+  out = jax.tree.map(np.asarray, method.outputs(model, flat))
+  clusters, info = method.assign(out)
+  assert clusters.max() < config.num_clusters
+  assert info["head"] == int(np.argmin(main))
+
+
+def test_overclustering_factor_must_not_be_negative():
+  config = icon_config.get_config("quick")
+  config.objective.overcluster_factor = -1
+  with pytest.raises(ValueError, match="objective.overcluster_factor"):
+    icon.ICon.from_config(config)
