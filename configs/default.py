@@ -50,7 +50,7 @@ def get_config():
       self_pair_share=0.0,
       augment=ml_collections.ConfigDict(dict(
           crop_scale=(0.5, 1.0), max_shift=1.0, flip=False, noise=0.0,
-          rotation=0.0)),
+          rotation=0.0, brightness=0.0, contrast=0.0)),
   ))
 
   config.model = ml_collections.ConfigDict(dict(

@@ -42,7 +42,8 @@ MAY_DIFFER = ("train.log_every", "train.eval_every", "train.checkpoint_every",
 # Fields added after runs were stored, with the value a run stored without
 # them had: resuming such a run is not refused for the field's absence.
 ABSENT_MEANS = {"data.neighbor_pairs": "all", "data.self_pair_share": 0.0,
-                "objective.overcluster_factor": 0}
+                "objective.overcluster_factor": 0,
+                "data.augment.brightness": 0.0, "data.augment.contrast": 0.0}
 
 
 class WorkdirError(ValueError):

@@ -204,6 +204,8 @@ class AugmentSpec:
   flip: bool = False
   noise: float = 0.0
   rotation: float = 0.0
+  brightness: float = 0.0
+  contrast: float = 0.0
 
   @classmethod
   def from_config(cls, config) -> "AugmentSpec":
@@ -214,6 +216,10 @@ class AugmentSpec:
     if not 0 < low <= high <= 1:
       raise ValueError("data.augment.crop_scale must be (low, high) with "
                        f"0 < low <= high <= 1; got {self.crop_scale}.")
+    for name in ("brightness", "contrast"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"data.augment.{name} must be in [0, 1); got "
+                         f"{getattr(self, name)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,15 +309,19 @@ def _rotate(image, angle):
 
 def augment(key: jax.Array, x: jax.Array, *, crop_scale: Sequence[float] =
             (0.5, 1.0), max_shift: float = 1.0, flip: bool = False,
-            noise: float = 0.0, rotation: float = 0.0) -> jax.Array:
+            noise: float = 0.0, rotation: float = 0.0,
+            brightness: float = 0.0, contrast: float = 0.0) -> jax.Array:
   """One random view of each example, computed on device.
 
   Images get a random resized crop (area fraction ``crop_scale``, aspect
   3/4..4/3, extra shift of up to ``max_shift`` pixels), a random rotation of
   up to ``rotation`` degrees either way (digits: it hides the slant, which
   otherwise competes with the class as a way to split 4s and 9s), an
-  optional horizontal flip (not for digits), and Gaussian noise; features
-  get only the noise.
+  optional horizontal flip (not for digits), the grayscale part of SimCLR's
+  colour jitter (each image's intensities times a factor drawn from
+  ``1 +- brightness``, then its contrast about its mean intensity times one
+  drawn from ``1 +- contrast``, clipped to [0, 1]), and Gaussian noise;
+  features get only the noise.
   Random numbers are drawn for the whole global batch, so a sharded batch sees
   the same views as an unsharded one.
 
@@ -335,6 +345,19 @@ def augment(key: jax.Array, x: jax.Array, *, crop_scale: Sequence[float] =
     if flip:
       do_flip = jax.random.bernoulli(k_flip, 0.5, (x.shape[0], 1, 1, 1))
       x = jnp.where(do_flip, x[:, :, ::-1], x)
+    # Keys of their own (folded in), so that views without jitter are the
+    # ones they always were.
+    if brightness:
+      factor = jax.random.uniform(jax.random.fold_in(k_crop, 2),
+                                  (x.shape[0], 1, 1, 1), x.dtype,
+                                  1 - brightness, 1 + brightness)
+      x = jnp.clip(x * factor, 0.0, 1.0)
+    if contrast:
+      factor = jax.random.uniform(jax.random.fold_in(k_crop, 3),
+                                  (x.shape[0], 1, 1, 1), x.dtype,
+                                  1 - contrast, 1 + contrast)
+      mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+      x = jnp.clip(mean + factor * (x - mean), 0.0, 1.0)
   if noise:
     x = x + noise * jax.random.normal(k_noise, x.shape, x.dtype)
   return x

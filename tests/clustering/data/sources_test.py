@@ -154,6 +154,47 @@ def test_rotation_turns_images_about_their_centre():
   assert not np.allclose(views[0], views[1])  # one angle per example
 
 
+def test_brightness_and_contrast_jitter_each_image_by_one_factor():
+  rng = np.random.default_rng(0)
+  # Intensities whose jittered values stay inside [0, 1].
+  x = rng.uniform(0.3, 0.6, size=(64, 6, 6, 1)).astype(np.float32)
+  key = jax.random.key(2)
+  still = dict(crop_scale=(1.0, 1.0), max_shift=0.0)
+  plain = np.asarray(data.augment(key, jnp.asarray(x), **still))
+  # Brightness: every pixel of an image times one factor in 1 +- 0.4
+  # (clipped at 1), the factors differing between images.
+  bright = np.asarray(data.augment(key, jnp.asarray(x), brightness=0.4,
+                                   **still))
+  factor = (bright / plain)[:, 0, 0, 0]
+  np.testing.assert_allclose(bright, factor[:, None, None, None] * plain,
+                             rtol=1e-5)
+  assert 0.6 <= factor.min() and factor.max() <= 1.4
+  assert factor.max() - factor.min() > 0.5  # spread over the range
+  # Clipped at 1.
+  white = np.asarray(data.augment(key, jnp.ones((64, 6, 6, 1)),
+                                  brightness=0.4, **still))
+  assert white.max() <= 1.0 and white.min() < 0.9
+  # Contrast: distances from the image's mean intensity times one factor.
+  con = np.asarray(data.augment(key, jnp.asarray(x), contrast=0.4, **still))
+  mean = plain.mean(axis=(1, 2, 3), keepdims=True)
+  dev, con_dev = (plain - mean).reshape(64, -1), (con - mean).reshape(64, -1)
+  scale = (dev * con_dev).sum(1) / (dev * dev).sum(1)  # least squares
+  np.testing.assert_allclose(con, mean + scale[:, None, None, None]
+                             * (plain - mean), atol=1e-5)
+  assert 0.6 <= scale.min() and scale.max() <= 1.4
+  # Without jitter the views are the ones drawn before it existed.
+  np.testing.assert_array_equal(
+      np.asarray(data.augment(key, jnp.asarray(x), brightness=0.0,
+                              contrast=0.0, rotation=10.0)),
+      np.asarray(data.augment(key, jnp.asarray(x), rotation=10.0)))
+
+
+@pytest.mark.parametrize("field", ["brightness", "contrast"])
+def test_jitter_strength_outside_its_range_is_refused(field):
+  with pytest.raises(ValueError, match=f"data.augment.{field}"):
+    pipeline.AugmentSpec(**{field: 1.0})
+
+
 def test_tfds_source_under_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=24):
