@@ -77,6 +77,12 @@ def get_config(arg=None):
     config.objective.warmup_steps = 400
     config.train.update(dict(num_steps=1000, checkpoint_every=250,
                              eval_every=500))
+    # Half the pairs are two views of one image (as I-Con's and SwAV's
+    # 28x28 presets): on clothes a fifth of the pixels' neighbours are
+    # another class. Seeds 0-2, ACC with neighbours only -> half and half:
+    # Fashion-MNIST stand-in 0.613 +- 0.015 -> 0.653 +- 0.021 (NMI 0.666 ->
+    # 0.669), MNIST-test 0.974 -> 0.970 +- 0.000.
+    config.data.self_pair_share = 0.5
   if "quick" in args:
     default.quick(config)
     config.model.hidden = (64, 64)
