@@ -109,35 +109,34 @@ def test_a_field_added_later_is_read_as_its_old_value(tmp_path):
       pass
 
 
-def test_a_run_stored_before_self_pairs_resumes_without_them(tmp_path):
-  with workdir_lib.Workdir(str(tmp_path), mcr2.get_config("quick")):
+@pytest.mark.parametrize("config_module, section, field, value, message", [
+    (mcr2, "data", "self_pair_share", 0.5,
+     "data.self_pair_share: 0.0 -> 0.5"),
+    (icon, "objective", "overcluster_factor", 5,
+     "objective.overcluster_factor: 0 -> 5"),
+    (icon, "data.augment", "brightness", 0.4,
+     "data.augment.brightness: 0.0 -> 0.4"),
+    (icon, "data.augment", "contrast", 0.4,
+     "data.augment.contrast: 0.0 -> 0.4"),
+])
+def test_a_run_stored_before_an_option_existed_resumes_without_it(
+    config_module, section, field, value, message, tmp_path):
+  with workdir_lib.Workdir(str(tmp_path), config_module.get_config("quick")):
     pass
   stored = json.loads((tmp_path / "config.json").read_text())
-  del stored["data"]["self_pair_share"]
+  node = stored
+  for key in section.split("."):
+    node = node[key]
+  del node[field]
   (tmp_path / "config.json").write_text(json.dumps(stored))
-  with workdir_lib.Workdir(str(tmp_path), mcr2.get_config("quick")):
+  with workdir_lib.Workdir(str(tmp_path), config_module.get_config("quick")):
     pass
-  config = mcr2.get_config("quick")
-  config.data.self_pair_share = 0.5
-  with pytest.raises(workdir_lib.WorkdirError,
-                     match="data.self_pair_share: 0.0 -> 0.5"):
-    with workdir_lib.Workdir(str(tmp_path), config):
-      pass
-
-
-def test_an_icon_run_stored_before_overclustering_resumes_without_it(
-    tmp_path):
-  with workdir_lib.Workdir(str(tmp_path), icon.get_config("quick")):
-    pass
-  stored = json.loads((tmp_path / "config.json").read_text())
-  del stored["objective"]["overcluster_factor"]
-  (tmp_path / "config.json").write_text(json.dumps(stored))
-  with workdir_lib.Workdir(str(tmp_path), icon.get_config("quick")):
-    pass
-  config = icon.get_config("quick")
-  config.objective.overcluster_factor = 5
-  with pytest.raises(workdir_lib.WorkdirError,
-                     match="objective.overcluster_factor: 0 -> 5"):
+  config = config_module.get_config("quick")
+  config_section = config
+  for key in section.split("."):
+    config_section = config_section[key]
+  config_section[field] = value
+  with pytest.raises(workdir_lib.WorkdirError, match=message):
     with workdir_lib.Workdir(str(tmp_path), config):
       pass
 
