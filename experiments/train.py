@@ -443,8 +443,12 @@ def train_and_evaluate(config, workdir: str, *,
   method, mesh = validated(config, devices)
   # Claimed before anything reads or writes it: one run, one writer.
   with workdir_lib.Workdir(workdir, config,
-                           is_main=jax.process_index() == 0):
+                           is_main=jax.process_index() == 0) as claim:
     run = setup(config, method, mesh)
+    claim.confirm_resolved({"data.neighbor_search":
+                            data_lib.resolve_neighbor_search(
+                                config.data.neighbor_search,
+                                run.train_ds.num_examples)})
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        every=config.train.checkpoint_every)
     start_step = restore(run, ckpt)

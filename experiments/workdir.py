@@ -45,6 +45,15 @@ ABSENT_MEANS = {"data.neighbor_pairs": "all", "data.self_pair_share": 0.0,
                 "objective.overcluster_factor": 0,
                 "data.augment.brightness": 0.0, "data.augment.contrast": 0.0}
 
+# Fields whose 'auto' becomes a concrete value once the data are loaded
+# (``data.neighbor_search``: 'exact' or 'ivf' by the number of examples). At
+# the claim, 'auto' against a stored concrete value (or the reverse) is not
+# yet a difference; the run compares the resolved values with
+# ``Workdir.confirm_resolved`` after loading its data, so a run stored with
+# 'exact' resumes under the 'auto' default when 'auto' means 'exact' there.
+RESOLVED_AT_SETUP = ("data.neighbor_search",)
+AUTO = "auto"
+
 
 class WorkdirError(ValueError):
   """The workdir holds another run, or another process is writing it."""
@@ -73,11 +82,32 @@ def config_as_json(config) -> dict:
   return json.loads(json.dumps(tree, default=repr))
 
 
-def config_differences(stored: dict, config) -> list[str]:
+def config_differences(stored: dict, config, *,
+                       resolved: dict[str, Any] | None = None,
+                       defer_auto: bool = False) -> list[str]:
   """``'field: stored -> new'`` for each field that makes ``config`` another
-  run than ``stored`` (a ``config_as_json`` dict)."""
+  run than ``stored`` (a ``config_as_json`` dict).
+
+  For the fields of ``RESOLVED_AT_SETUP``: ``resolved`` (``{field:
+  value}``) says what 'auto' means in this run, and an 'auto' on either side
+  is compared as that value; otherwise, with ``defer_auto``, a field that is
+  'auto' on either side is left to that later comparison, and without it
+  'auto' is compared as written.
+  """
   old, new = _flatten(stored), _flatten(config_as_json(config))
   old = {**{f: v for f, v in ABSENT_MEANS.items() if f in new}, **old}
+  resolved = dict(resolved or {})
+  if set(resolved) - set(RESOLVED_AT_SETUP):
+    raise ValueError(f"resolved: {sorted(resolved)} names a field not in "
+                     f"{RESOLVED_AT_SETUP}.")
+  for field in RESOLVED_AT_SETUP:
+    if field in resolved:
+      for fields in (old, new):
+        if fields.get(field) == AUTO:
+          fields[field] = resolved[field]
+    elif defer_auto and AUTO in (old.get(field), new.get(field)):
+      old.pop(field, None)
+      new.pop(field, None)
 
   def may_differ(field):
     if any(field == p or (p.endswith(".") and field.startswith(p))
@@ -165,8 +195,19 @@ class Workdir:
       raise WorkdirError(f"{path} cannot be read ({e}); this workdir's run "
                          "is unknown: use a new --workdir.") from e
 
-  def _refuse_another_run(self, stored: dict) -> None:
-    differences = config_differences(stored, self.config)
+  def confirm_resolved(self, resolved: dict[str, Any]) -> None:
+    """Compares the stored run's ``RESOLVED_AT_SETUP`` fields with this
+    run's, 'auto' read as ``resolved`` (``{field: value}``, known once the
+    data are loaded); ``WorkdirError`` if they differ."""
+    stored = self._stored_config()
+    if stored is not None:
+      self._refuse_another_run(stored, resolved=resolved)
+
+  def _refuse_another_run(self, stored: dict, *,
+                          resolved: dict[str, Any] | None = None) -> None:
+    # At the claim (nothing resolved yet) an 'auto' waits for set-up.
+    differences = config_differences(stored, self.config, resolved=resolved,
+                                     defer_auto=resolved is None)
     if differences:
       raise WorkdirError(
           f"{self.path} holds another run (its config.json differs in "

@@ -14,6 +14,7 @@ from clustering.data.pipeline import NEIGHBOR_PAIRS
 from clustering.data.pipeline import NEIGHBOR_SEARCH
 from clustering.data.pipeline import model_inputs
 from clustering.data.pipeline import partner_indices
+from clustering.data.pipeline import resolve_neighbor_search
 from clustering.data.pipeline import standardize
 from clustering.data.pipeline import TrainingBatches
 from clustering.data.sources import check_finite_rows

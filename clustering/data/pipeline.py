@@ -27,7 +27,8 @@ from clustering.algorithms import neighbors as neighbors_lib
 
 __all__ = ["index_dataset", "batch_indices", "partner_indices",
            "TrainingBatches",
-           "mine_neighbors", "InputStats", "input_stats", "standardize",
+           "mine_neighbors", "resolve_neighbor_search", "InputStats",
+           "input_stats", "standardize",
            "AugmentSpec", "InputSpec", "Inputs", "model_inputs", "augment"]
 
 
@@ -123,6 +124,15 @@ NEIGHBOR_PAIRS = ("all", "mutual")
 AUTO_EXACT_MAX = 100_000
 
 
+def resolve_neighbor_search(search: str, num_examples: int) -> str:
+  """The search ``search`` runs on ``num_examples`` examples: 'auto' is
+  'exact' up to ``AUTO_EXACT_MAX`` examples and 'ivf' above; any other
+  value is itself."""
+  if search != "auto":
+    return search
+  return "exact" if num_examples <= AUTO_EXACT_MAX else "ivf"
+
+
 def mine_neighbors(dataset, k: int, stats: "InputStats", *,
                    search: str = "auto", pairs: str = "all",
                    seed: int = 0) -> np.ndarray:
@@ -141,8 +151,7 @@ def mine_neighbors(dataset, k: int, stats: "InputStats", *,
   flat = x.reshape(len(x), -1)
   if not dataset.is_image:
     flat = (flat - stats.feature_mean) / stats.feature_std
-  if search == "auto":
-    search = "exact" if len(flat) <= AUTO_EXACT_MAX else "ivf"
+  search = resolve_neighbor_search(search, len(flat))
   if search == "ivf":
     found = neighbors_lib.ivf_neighbors(flat, k, metric="cosine", seed=seed)
   else:

@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import train
+from experiments import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow  # minutes: the fast tier is -m 'not slow'
 
@@ -297,3 +298,34 @@ def test_neighbour_pairs_resume_exactly(tmp_path):
   jax.tree.map(np.testing.assert_array_equal,
                final_state(str(tmp_path / "ref"), 20),
                final_state(str(tmp_path / "cut"), 20))
+
+
+def test_a_run_stored_with_exact_search_resumes_under_auto(tmp_path,
+                                                          monkeypatch):
+  """'auto' is 'exact' on a data set this small: the run resumes and ends
+  as the uninterrupted one. Where 'auto' means 'ivf' (the limit lowered)
+  the same resume is refused after the data are loaded, leaving the
+  workdir as it was."""
+  from clustering.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = get_config("icon")
+  config.objective.neighbors = "input"
+  config.data.neighbor_search = "exact"
+  config.train.update(dict(num_steps=20, log_every=1))
+  train.train_and_evaluate(config, str(tmp_path / "ref"), show_progress=False)
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, str(tmp_path / "cut"),
+                             on_step=stop_at(12, Interrupt),
+                             show_progress=False)
+  config.data.neighbor_search = "auto"
+  monkeypatch.setattr(pipeline, "AUTO_EXACT_MAX", 100)
+  files = sorted(p.name for p in (tmp_path / "cut").iterdir())
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="data.neighbor_search: 'exact' -> 'ivf'"):
+    train.train_and_evaluate(config, str(tmp_path / "cut"),
+                             show_progress=False)
+  assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == files
+  monkeypatch.undo()
+  res = train.train_and_evaluate(config, str(tmp_path / "cut"),
+                                 show_progress=False)
+  assert res["resumed_from"] == 10
+  assert losses(str(tmp_path / "cut")) == losses(str(tmp_path / "ref"))

@@ -141,6 +141,50 @@ def test_a_run_stored_before_an_option_existed_resumes_without_it(
       pass
 
 
+@pytest.mark.parametrize("stored, new, resolved, refused", [
+    ("exact", "auto", "exact", None),   # 'auto' means 'exact' here
+    ("auto", "exact", "exact", None),
+    ("exact", "auto", "ivf", "data.neighbor_search: 'exact' -> 'ivf'"),
+    ("auto", "ivf", "exact", "data.neighbor_search: 'exact' -> 'ivf'"),
+    ("auto", "auto", "ivf", None),
+])
+def test_an_auto_search_is_compared_as_what_it_resolves_to(
+    stored, new, resolved, refused, tmp_path):
+  """``data.neighbor_search='auto'`` is 'exact' or 'ivf' by the number of
+  examples: the claim lets 'auto' against a stored value pass, and the
+  comparison after loading the data refuses a search that differs."""
+  config = icon.get_config("quick")
+  config.data.neighbor_search = stored
+  with workdir_lib.Workdir(str(tmp_path), config):
+    pass
+  config = icon.get_config("quick")
+  config.data.neighbor_search = new
+  with workdir_lib.Workdir(str(tmp_path), config) as claim:
+    if refused is None:
+      claim.confirm_resolved({"data.neighbor_search": resolved})
+    else:
+      with pytest.raises(workdir_lib.WorkdirError, match=refused):
+        claim.confirm_resolved({"data.neighbor_search": resolved})
+
+
+def test_concrete_searches_that_differ_are_refused_at_the_claim(tmp_path):
+  config = icon.get_config("quick")
+  config.data.neighbor_search = "exact"
+  with workdir_lib.Workdir(str(tmp_path), config):
+    pass
+  config.data.neighbor_search = "approximate"
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="data.neighbor_search: 'exact' -> 'approximate'"):
+    with workdir_lib.Workdir(str(tmp_path), config):
+      pytest.fail("entered a workdir of another run")
+  # Before the data are loaded nothing tells 'auto' from 'exact': a finished
+  # run is only reused by a config that names its search.
+  config.data.neighbor_search = "auto"
+  assert not workdir_lib.holds_run_of(str(tmp_path), config)
+  config.data.neighbor_search = "exact"
+  assert workdir_lib.holds_run_of(str(tmp_path), config)
+
+
 def test_a_second_writer_is_refused_at_once(tmp_path):
   config = mcr2.get_config("quick")
   with workdir_lib.Workdir(str(tmp_path), config):
