@@ -216,6 +216,58 @@ def test_mining_searches_exactly_up_to_the_auto_limit_then_by_cells(
       data.mine_neighbors(dataset, 5, stats, search="ivf", seed=3), found)
 
 
+def test_unit_rows_in_chunks_equal_each_row_over_its_norm():
+  rng = np.random.default_rng(8)
+  x = (rng.standard_normal((50, 12)) * rng.uniform(0.1, 9, (50, 1))
+       ).astype(np.float32)
+  x[3] = 0.0
+  expected = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  got = neighbors.unit_rows(x, chunk=7)
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, expected)  # the same values, chunked
+  np.testing.assert_allclose(np.linalg.norm(got[4:], axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(got[3], 0.0)
+
+
+def test_mining_reads_features_in_chunks_as_their_z_scored_unit_rows():
+  """The rows the search compares, written chunk by chunk, equal the whole
+  set z-scored with the training statistics and each row over its norm;
+  cosine neighbours found on them equal scikit-learn's on that set."""
+  from clustering.data import pipeline  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(9)
+  x = (rng.standard_normal((300, 16)) * rng.uniform(0.5, 4, 16)
+       + rng.uniform(-3, 3, 16)).astype(np.float32)
+  dataset = data.from_arrays("features", x, None)
+  stats = data.input_stats(dataset, seed=0)
+  z = (x - stats.feature_mean) / stats.feature_std
+  expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+  rows = pipeline._unit_search_rows(dataset, stats, chunk=64)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(rows, expected)
+  found = data.mine_neighbors(dataset, 4, stats, search="exact")
+  ref = NearestNeighbors(n_neighbors=5, metric="cosine").fit(z)
+  sk = ref.kneighbors(z, return_distance=False)[:, 1:]
+  np.testing.assert_array_equal(found, sk)
+
+
+def test_rows_that_are_unit_already_are_searched_without_a_copy(
+    monkeypatch):
+  """Cosine search: unit rows are used as given (no normalised copy), other
+  rows are normalised, and both find the same neighbours."""
+  rng = np.random.default_rng(10)
+  x = rng.standard_normal((400, 8)).astype(np.float32)
+  unit = neighbors.unit_rows(x)
+  calls = []
+  real = neighbors.unit_rows
+  monkeypatch.setattr(neighbors, "unit_rows",
+                      lambda a, **kw: calls.append(a.shape) or real(a, **kw))
+  from_unit = neighbors.ivf_neighbors(unit, 5, seed=0)
+  assert not calls
+  scaled = x * rng.uniform(0.5, 3.0, (400, 1)).astype(np.float32)
+  from_scaled = neighbors.ivf_neighbors(scaled, 5, seed=0)
+  assert calls == [(400, 8)]
+  assert neighbors.neighbor_recall(from_scaled, from_unit) >= 0.99
+
+
 def _mutual_by_sets(table):
   """Row by row: the mutual neighbours in rank order, tiled over the k
   slots; the nearest neighbour alone where none is mutual."""
